@@ -1,0 +1,1 @@
+"""Datasets: ``split`` (filter, index, split, candidates), ``formats`` (importers), ``dataset`` (reader)."""

@@ -1,0 +1,249 @@
+"""The dataset folder written by ``temacli data split`` (and the importers), and its reader.
+
+Layout (documented in docs/artifacts.md)::
+
+    data/
+      items.parquet            one row per item index (ITEMS)
+      train.parquet            SPLIT rows: training sequences (history + target = one sequence)
+      valid.parquet, test.parquet
+                               SPLIT rows: one evaluation instance each
+      candidates_valid.npy     int32 (n_valid, 999): negatives per valid row, row-aligned
+      candidates_test.npy      int32 (n_test, 999)
+      stats.json               Table I figures per domain
+      report.json              what filtering dropped, items without text, ...
+      manifest.json
+
+Item indices: domain X items are ``0..n_x-1``, domain Y items ``n_x..n_x+n_y-1``. The padding
+index is ``n_items = n_x + n_y`` (one past the last item), as in C2DSR; it never appears in a file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from temacli import artifacts
+from temacli.artifacts import Column, Contract
+from temacli.errors import TemacliError
+
+STAGE = "data split"
+SPLITS = ("train", "valid", "test")
+N_NEGATIVES = 999
+_FIX = "run `temacli data split` to (re)build the dataset folder"
+
+ITEMS = Contract(
+    "items",
+    (
+        Column("item", "int", pa.int32(), doc="global item index: X items 0..nX-1, Y items nX..nX+nY-1"),
+        Column("item_id", "string", doc="the item's id in the raw data (e.g. ASIN)"),
+        Column("domain", "string", doc="domain name (one of the dataset's two domains)"),
+        Column("domain_idx", "int", pa.int8(), doc="0 for domain X, 1 for domain Y"),
+        Column("title", "string", doc="title; empty string when unknown"),
+    ),
+    fix=_FIX,
+    optional=(
+        Column("description", "string", nullable=True, doc="optional description"),
+        Column("image", "string", nullable=True, doc="optional image path or URL"),
+    ),
+)
+
+SPLIT = Contract(
+    "split",
+    (
+        Column("user", "int", pa.int32(), doc="user index (0-based, dataset-wide)"),
+        Column("user_id", "string", doc="the user's id in the raw data"),
+        Column("history", "list<int>", doc="mixed-domain item indices in time order, before the target"),
+        Column("target", "int", pa.int32(), doc="the next item (training: the sequence's last item)"),
+        Column("target_domain", "int", pa.int8(), doc="0 = X, 1 = Y: domain of the target"),
+    ),
+    fix=_FIX,
+)
+
+
+@dataclass
+class Split:
+    """One split as flat NumPy arrays: ``history(i)`` is row i's item sequence before its target."""
+
+    name: str
+    user: np.ndarray
+    user_id: np.ndarray
+    offsets: np.ndarray  # int64 (n+1,)
+    values: np.ndarray  # int32 flat history items
+    target: np.ndarray  # int32 (n,)
+    target_domain: np.ndarray  # int8 (n,)
+
+    def __len__(self) -> int:
+        return int(self.target.shape[0])
+
+    def history(self, i: int) -> np.ndarray:
+        return self.values[self.offsets[i] : self.offsets[i + 1]]
+
+    def sequence(self, i: int) -> np.ndarray:
+        """History followed by the target (a training row's whole sequence)."""
+        return np.append(self.history(i), self.target[i]).astype(np.int32)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def padded(self, rows: np.ndarray, max_len: int, pad: int, with_target: bool = False) -> np.ndarray:
+        """Left-padded int64 matrix (len(rows), max_len) of the last ``max_len`` history items.
+
+        With ``with_target`` the target is appended to each history first (training sequences).
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.full((len(rows), max_len), pad, dtype=np.int64)
+        for j, i in enumerate(rows):
+            seq = self.sequence(i) if with_target else self.history(i)
+            seq = seq[-max_len:]
+            if len(seq):
+                out[j, max_len - len(seq) :] = seq
+        return out
+
+    @classmethod
+    def from_table(cls, name: str, table: pa.Table) -> "Split":
+        hist = table.column("history").combine_chunks()
+        if isinstance(hist, pa.ChunkedArray):  # empty table
+            hist = pa.array([], type=pa.list_(pa.int32()))
+        offsets = np.asarray(hist.offsets, dtype=np.int64)
+        values = np.asarray(hist.values, dtype=np.int32)
+        if offsets.size and offsets[0] != 0:
+            values = values[offsets[0] :]
+            offsets = offsets - offsets[0]
+        return cls(
+            name=name,
+            user=table.column("user").to_numpy().astype(np.int32),
+            user_id=np.asarray(table.column("user_id").to_pylist(), dtype=object),
+            offsets=offsets,
+            values=values,
+            target=table.column("target").to_numpy().astype(np.int32),
+            target_domain=table.column("target_domain").to_numpy().astype(np.int8),
+        )
+
+
+@dataclass
+class Dataset:
+    """A dataset folder, read lazily; validated against its contracts and manifest."""
+
+    path: Path
+    manifest: dict = field(repr=False)
+
+    @classmethod
+    def open(cls, path: str | Path) -> "Dataset":
+        path = Path(path)
+        if not path.is_dir():
+            raise TemacliError(f"{path}: dataset folder not found; {_FIX}")
+        manifest = artifacts.read_manifest(path, stage=None, fix=_FIX)
+        if manifest.get("stage") not in (STAGE, "data import"):
+            raise TemacliError(f"{path}: not a dataset folder (manifest stage '{manifest.get('stage')}'); {_FIX}")
+        return cls(path=path, manifest=manifest)
+
+    # identity -----------------------------------------------------------------------
+    @property
+    def domains(self) -> tuple[str, str]:
+        d = self.manifest["counts"]["domains"]
+        return (d[0], d[1])
+
+    @property
+    def n_x(self) -> int:
+        return int(self.manifest["counts"]["n_items_x"])
+
+    @property
+    def n_y(self) -> int:
+        return int(self.manifest["counts"]["n_items_y"])
+
+    @property
+    def n_items(self) -> int:
+        return self.n_x + self.n_y
+
+    @property
+    def pad(self) -> int:
+        """The padding index: one past the last item."""
+        return self.n_items
+
+    def domain_range(self, d: int) -> tuple[int, int]:
+        """[start, stop) of domain ``d``'s item indices (0 = X, 1 = Y)."""
+        return (0, self.n_x) if d == 0 else (self.n_x, self.n_items)
+
+    @property
+    def items_fingerprint(self) -> str:
+        """Fingerprint of items.parquet: features and tags are tied to it."""
+        return self.manifest["outputs"]["items"]["fingerprint"]
+
+    @property
+    def fingerprint(self) -> str:
+        """Fingerprint of the whole dataset (items, splits, candidates): models are tied to it."""
+        return self.manifest["dataset_fingerprint"]
+
+    def candidates_fingerprint(self, split: str) -> str:
+        return self.manifest["outputs"][f"candidates_{split}"]["fingerprint"]
+
+    # content ------------------------------------------------------------------------
+    @cached_property
+    def items(self) -> pa.Table:
+        t = artifacts.read_table(self.path / "items.parquet", ITEMS)
+        if t.num_rows != self.n_items:
+            raise TemacliError(
+                f"{self.path / 'items.parquet'}: {t.num_rows} rows, manifest says {self.n_items}; {_FIX}"
+            )
+        return t
+
+    def split(self, name: str) -> Split:
+        if name not in SPLITS:
+            raise TemacliError(f"unknown split '{name}'; choose one of {', '.join(SPLITS)}")
+        t = artifacts.read_table(self.path / f"{name}.parquet", SPLIT)
+        return Split.from_table(name, t)
+
+    def candidates(self, name: str) -> np.ndarray:
+        """Stored negatives of the valid or test split: int32 (rows, 999), memory-mapped."""
+        if name not in ("valid", "test"):
+            raise TemacliError(f"split '{name}' has no stored candidates (valid and test do)")
+        n = int(self.manifest["counts"][f"rows_{name}"])
+        return artifacts.read_npy(
+            self.path / f"candidates_{name}.npy", shape0=n, ndim=2, what="candidates", fix=_FIX
+        )
+
+    def user_index(self) -> dict[str, int]:
+        """Map from raw user id to user index, over all splits."""
+        out: dict[str, int] = {}
+        for s in SPLITS:
+            t = artifacts.read_table(self.path / f"{s}.parquet", SPLIT, columns=["user", "user_id"])
+            for u, uid in zip(t.column("user").to_pylist(), t.column("user_id").to_pylist()):
+                out.setdefault(uid, u)
+        return out
+
+
+def check_items_fingerprint(found: str | None, dataset: Dataset, where: str, fix: str) -> None:
+    """Refuse an artifact (features, tags) computed for another items table."""
+    artifacts.check_same(
+        f"items table fingerprint (it was made for another items.parquet than {dataset.path})",
+        dataset.items_fingerprint,
+        found,
+        where,
+        fix,
+    )
+
+
+def item_texts(items: pa.Table, text_column: str | None = None) -> list[str]:
+    """Each item's text: title, then description when present, then an extra column when named.
+
+    Parts are joined with ". "; an item with none of them gets "" (callers treat it as missing).
+    """
+    cols = [items.column("title").to_pylist()]
+    if "description" in items.column_names:
+        cols.append(items.column("description").to_pylist())
+    if text_column is not None:
+        if text_column not in items.column_names:
+            raise TemacliError(
+                f"items table has no column '{text_column}' (found: {', '.join(items.column_names)}); "
+                "pass an existing column to --text-column"
+            )
+        cols.append(items.column(text_column).to_pylist())
+    out = []
+    for parts in zip(*cols):
+        out.append(". ".join(p.strip() for p in parts if p and p.strip()))
+    return out

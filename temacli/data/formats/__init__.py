@@ -1,0 +1,1 @@
+"""Importers for published, pre-split benchmarks (they write the same artifacts as ``data split``)."""

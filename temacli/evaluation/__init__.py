@@ -1,0 +1,1 @@
+"""Evaluation: pure metric functions of ranks, and the sampled and full protocols."""

@@ -1,0 +1,1 @@
+"""Frozen item features: CLIP image and text embeddings (``clip``), an offline sentence encoder (``text``)."""

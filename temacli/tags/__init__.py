@@ -1,0 +1,1 @@
+"""LLM tags: Algorithm 1 (``generate``) and item-tag matching (``match``)."""
