@@ -1,0 +1,59 @@
+"""Shared pieces of the importers: turning parsed sequences into the dataset's tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from temacli.data.split import _split_table
+from temacli.errors import TemacliError
+
+
+def default_domains(folder: Path, given: tuple[str, str] | None) -> tuple[str, str]:
+    """``--domains`` if given, else the last two dash-separated words of the folder name, else A,B."""
+    if given:
+        return given
+    parts = folder.resolve().name.split("-")
+    if len(parts) >= 3 and parts[-1] != parts[-2]:
+        return (parts[-2], parts[-1])
+    return ("A", "B")
+
+
+def sequences_table(
+    user_ids: list[str], seqs: list[np.ndarray], n_x: int, path: Path, user_offset: int = 0
+) -> pa.Table:
+    """Rows whose target is each sequence's last item and history all items before it."""
+    users = np.arange(user_offset, user_offset + len(seqs), dtype=np.int64)
+    lens = np.array([len(s) - 1 for s in seqs], dtype=np.int64)
+    if (lens < 1).any():
+        bad = int(np.flatnonzero(lens < 1)[0])
+        raise TemacliError(f"{path}: line {bad + 1} has fewer than 2 items (no history before its target)")
+    flat = np.concatenate(seqs) if seqs else np.array([], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(lens + 1)[:-1]]) if seqs else np.array([], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    idx = np.repeat(starts - offsets[:-1], lens) + np.arange(offsets[-1])
+    values = flat[idx]
+    target = flat[starts + lens]
+    return _split_table(users, np.asarray(user_ids, dtype=object), offsets, values, target, (target >= n_x).astype(np.int8))
+
+
+def items_table(domains, ids_x, ids_y, titles_x, titles_y) -> pa.Table:
+    n_x, n_y = len(ids_x), len(ids_y)
+    dom_idx = np.concatenate([np.zeros(n_x, np.int8), np.ones(n_y, np.int8)])
+    return pa.table(
+        {
+            "item": pa.array(np.arange(n_x + n_y, dtype=np.int32)),
+            "item_id": pa.array(list(ids_x) + list(ids_y), type=pa.string()),
+            "domain": pa.array([domains[d] for d in dom_idx], type=pa.string()),
+            "domain_idx": pa.array(dom_idx),
+            "title": pa.array(list(titles_x) + list(titles_y), type=pa.string()),
+        }
+    )
+
+
+def check_range(seqs: list[np.ndarray], n_items: int, path: Path) -> None:
+    for i, s in enumerate(seqs):
+        if s.size and (s.min() < 0 or s.max() >= n_items):
+            raise TemacliError(f"{path}: line {i + 1} has item index {int(s.max())} outside 0..{n_items - 1}")

@@ -1,0 +1,122 @@
+"""Importer for the LLMCDSR published split (xhran2010/LLMCDSR, ``data/food-kitchen``).
+
+Files: ``num.txt`` (nA, nB), ``items_A.tsv``/``items_B.tsv`` (index, asin, title),
+``train_A.txt``/``train_B.txt``/``train_overlap.txt`` and ``valid.txt``/``test.txt`` with lines
+``user<TAB>i1,i2,...`` (B items offset by nA). The publishers' split is kept: each line's last item
+is its target; training lines become training rows the same way. User ids are prefixed by their file
+(``A:1``, ``overlap:1``, ``valid:1``, ...) because each file numbers its users from 1.
+Negatives follow the published protocol: 999 per row from the target's domain, *without*
+replacement, excluding the target and the user's history, drawn once from ``seed`` (default 42).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from temacli.data.formats.common import check_range, default_domains, items_table, sequences_table
+from temacli.data.split import Built, sample_negatives
+from temacli.errors import TemacliError
+
+TRAIN_FILES = (("train_A.txt", "A"), ("train_B.txt", "B"), ("train_overlap.txt", "overlap"))
+
+
+def _read_lines(path: Path) -> tuple[list[str], list[np.ndarray]]:
+    users, seqs = [], []
+    with open(path) as f:
+        for ln, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                u, items = line.split("\t")
+                seqs.append(np.array([int(x) for x in items.split(",")], dtype=np.int64))
+            except ValueError:
+                raise TemacliError(f"{path}: line {ln} is not 'user<TAB>i1,i2,...'") from None
+            users.append(u)
+    return users, seqs
+
+
+def _read_items(path: Path, n: int) -> tuple[list[str], list[str]]:
+    ids, titles = [""] * n, [""] * n
+    with open(path) as f:
+        header = f.readline()
+        if not header.startswith("index"):
+            raise TemacliError(f"{path}: expected a header 'index<TAB>asin<TAB>title'")
+        for ln, line in enumerate(f, 2):
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) < 2:
+                continue
+            i = int(parts[0])
+            if not 0 <= i < n:
+                raise TemacliError(f"{path}: line {ln}: index {i} outside 0..{n - 1} (num.txt says {n} items)")
+            ids[i] = parts[1]
+            titles[i] = parts[2].strip() if len(parts) > 2 else ""
+    missing = [i for i, x in enumerate(ids) if not x]
+    for i in missing:
+        ids[i] = f"#{i}"
+    return ids, titles
+
+
+def build(folder: Path, domains: tuple[str, str] | None, seed: int = 42, negatives: int = 999) -> Built:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise TemacliError(f"{folder}: folder not found; give the LLMCDSR data folder (with num.txt)")
+    need = ["num.txt", "items_A.tsv", "items_B.tsv", "valid.txt", "test.txt"]
+    for name in need:
+        if not (folder / name).is_file():
+            raise TemacliError(f"{folder}: {name} not found; is this an LLMCDSR data folder?")
+    nums = (folder / "num.txt").read_text().split()
+    if len(nums) < 2:
+        raise TemacliError(f"{folder / 'num.txt'}: expected two numbers (items of A, items of B)")
+    n_x, n_y = int(nums[0]), int(nums[1])
+    domains = default_domains(folder, domains)
+    ids_x, titles_x = _read_items(folder / "items_A.tsv", n_x)
+    ids_y, titles_y = _read_items(folder / "items_B.tsv", n_y)
+
+    train_users, train_seqs, missing = [], [], []
+    for fname, prefix in TRAIN_FILES:
+        p = folder / fname
+        if not p.is_file():
+            missing.append(fname)
+            continue
+        us, ss = _read_lines(p)
+        check_range(ss, n_x + n_y, p)
+        train_users += [f"{prefix}:{u}" for u in us]
+        train_seqs += ss
+    splits, parts = {}, {}
+    offset = 0
+    for name, fname in (("train", None), ("valid", "valid.txt"), ("test", "test.txt")):
+        if name == "train":
+            us, ss, p = train_users, train_seqs, folder / "train_*.txt"
+        else:
+            p = folder / fname
+            us, ss = _read_lines(p)
+            check_range(ss, n_x + n_y, p)
+            us = [f"{name}:{u}" for u in us]
+        splits[name] = sequences_table(us, ss, n_x, p, user_offset=offset)
+        offset += len(us)
+    rng = np.random.default_rng(seed)
+    candidates = {}
+    for name in ("valid", "test"):
+        t = splits[name]
+        tgt = t.column("target").to_numpy().astype(np.int64)
+        hist = t.column("history").combine_chunks()
+        off, vals = np.asarray(hist.offsets, dtype=np.int64), np.asarray(hist.values, dtype=np.int64)
+        dom = (tgt >= n_x).astype(np.int64)
+        lo = np.where(dom == 0, 0, n_x)
+        size = np.where(dom == 0, n_x, n_y)
+        candidates[name] = sample_negatives(tgt, lo, size, negatives, rng, replace=False, history=(off, vals))
+    report = {
+        "format": "llmcdsr",
+        "source": str(folder),
+        "missing_files": missing,
+        "items_without_title": int(sum(1 for t in titles_x + titles_y if not t)),
+        "rows": {k: v.num_rows for k, v in splits.items()},
+        "negatives": "999 per row, target's domain, without replacement, excluding target and history",
+    }
+    return Built(
+        domains=domains, items=items_table(domains, ids_x, ids_y, titles_x, titles_y), n_x=n_x, n_y=n_y,
+        splits=splits, candidates=candidates, report=report,
+    )
