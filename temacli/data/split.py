@@ -142,6 +142,23 @@ def _sorted_codes(arr: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
 
 # ----------------------------------------------------------------------------- core
 @dataclass
+class NegativeSpec:
+    """How to draw one split's negatives; drawn while writing, streamed to disk in chunks."""
+
+    target: np.ndarray
+    lo: np.ndarray
+    size: np.ndarray
+    n: int = N_NEGATIVES
+    replace: bool = True
+    history: tuple[np.ndarray, np.ndarray] | None = None
+
+    def draw(self, rng: np.random.Generator, sink=None):
+        return sample_negatives(
+            self.target, self.lo, self.size, self.n, rng, replace=self.replace, history=self.history, sink=sink
+        )
+
+
+@dataclass
 class Built:
     """A dataset in memory, before writing: what both ``data split`` and the importers produce."""
 
@@ -150,7 +167,8 @@ class Built:
     n_x: int
     n_y: int
     splits: dict[str, pa.Table]
-    candidates: dict[str, np.ndarray]
+    candidates: dict[str, NegativeSpec]  # drawn in the order valid, test from one Generator(seed)
+    seed: int
     report: dict = field(default_factory=dict)
 
 
@@ -212,16 +230,16 @@ def sample_negatives(
     rng: np.random.Generator,
     replace: bool = True,
     history: tuple[np.ndarray, np.ndarray] | None = None,
-    chunk: int = 65536,
-    out: np.ndarray | None = None,
-) -> np.ndarray:
+    chunk: int = 8192,
+    sink: Callable[[np.ndarray], None] | None = None,
+) -> np.ndarray | None:
     """``n`` negatives per row, uniform over ``[lo, lo+size)`` minus the target (and history if given).
 
     Vectorised: draws are re-drawn where they hit an excluded item (or repeat one, without
     replacement) until every row is valid. ``history`` is (offsets, values) of each row's history.
     """
     rows = target.shape[0]
-    out = np.empty((rows, n), dtype=np.int32) if out is None else out
+    out = np.empty((rows, n), dtype=np.int32) if sink is None else None
     for start in range(0, rows, chunk):
         stop = min(rows, start + chunk)
         t = target[start:stop].astype(np.int64)
@@ -260,7 +278,10 @@ def sample_negatives(
                         "almost all of its domain; drop --negatives-exclude-history or allow replacement"
                     )
                 draw[r] = rng.choice(allowed, size=n, replace=replace)
-        out[start:stop] = draw
+        if sink is None:
+            out[start:stop] = draw
+        else:
+            sink(draw.astype(np.int32))
     return out
 
 
@@ -426,7 +447,7 @@ def build_from_log(
 
     # split ---------------------------------------------------------------------------------
     say("splitting")
-    rng = np.random.default_rng(opts.seed)
+    rng = np.random.default_rng([opts.seed, 1])  # the c2dsr user partition (negatives use opts.seed)
     dom_of = np.concatenate([np.zeros(n_x, np.int8), np.ones(n_y, np.int8)])
     users_all = np.arange(len(user_ids))
     if opts.split == "loo":
@@ -463,8 +484,8 @@ def build_from_log(
         u, off, vals, tgt = parts[name]
         lo = np.where(dom_of[tgt] == 0, 0, n_x)
         size = np.where(dom_of[tgt] == 0, n_x, n_y)
-        candidates[name] = sample_negatives(
-            tgt, lo, size, opts.negatives, rng, replace=opts.negatives_replace,
+        candidates[name] = NegativeSpec(
+            tgt, lo, size, opts.negatives, replace=opts.negatives_replace,
             history=(off, vals) if opts.negatives_exclude_history else None,
         )
 
@@ -480,7 +501,7 @@ def build_from_log(
     }
     return Built(
         domains=tuple(opts.domains), items=items_table, n_x=n_x, n_y=n_y, splits=splits,
-        candidates=candidates, report=report,
+        candidates=candidates, seed=opts.seed, report=report,
     )
 
 
@@ -640,8 +661,9 @@ def write_dataset(
         artifacts.write_table(built.items, tmp / "items.parquet", ITEMS)
         for name in SPLITS:
             artifacts.write_table(built.splits[name], tmp / f"{name}.parquet", SPLIT)
+        rng = np.random.default_rng(built.seed)
         for name in ("valid", "test"):
-            artifacts.write_npy(built.candidates[name], tmp / f"candidates_{name}.npy")
+            _write_negatives(built.candidates[name], rng, tmp / f"candidates_{name}.npy")
         artifacts.write_json(stats, tmp / "stats.json")
         artifacts.write_json(built.report, tmp / "report.json")
         outputs = {
@@ -654,7 +676,7 @@ def write_dataset(
         for name in ("valid", "test"):
             p = tmp / f"candidates_{name}.npy"
             outputs[f"candidates_{name}"] = {"path": p.name, "fingerprint": artifacts.fingerprint(p),
-                                             "shape": list(built.candidates[name].shape)}
+                                             "shape": [len(built.candidates[name].target), built.candidates[name].n]}
         counts = {
             "domains": list(built.domains),
             "n_items_x": built.n_x,
@@ -669,6 +691,16 @@ def write_dataset(
         )
         artifacts.write_manifest(tmp, manifest)
     return manifest
+
+
+def _write_negatives(spec: NegativeSpec, rng: np.random.Generator, path: Path) -> None:
+    """Stream the draw into an NPY file chunk by chunk (memory stays bounded for big logs)."""
+    shape = (len(spec.target), spec.n)
+    with artifacts.atomic_path(path, suffix=".npy") as tmp, open(tmp, "wb") as f:
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.int32)), "fortran_order": False, "shape": shape}
+        )
+        spec.draw(rng, sink=lambda chunk: f.write(np.ascontiguousarray(chunk, dtype=np.int32).tobytes()))
 
 
 def split_dataset(

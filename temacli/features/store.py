@@ -94,3 +94,109 @@ def available(features_dir: str | Path) -> list[str]:
     """Modalities present in a features folder."""
     features_dir = Path(features_dir)
     return [m for m in MODALITIES if (features_dir / f"{m}.npy").is_file()]
+
+
+# ----------------------------------------------------------------------------- writing (the stages' side)
+REPORT_NAME = "missing_{name}.json"  # beside the NPY: which items lack the modality, and why
+
+
+@dataclass
+class ItemsInput:
+    """An items table to compute features for, with the fingerprint features are tied to."""
+
+    path: Path  # the items.parquet file
+    table: "object"  # pyarrow.Table validated against temacli.data.dataset.ITEMS
+    fingerprint: str  # == Dataset.items_fingerprint when the file sits in a dataset folder
+
+    @property
+    def n_items(self) -> int:
+        return int(self.table.num_rows)
+
+
+def read_items(path: str | Path) -> ItemsInput:
+    """Read ``items.parquet`` (or a dataset folder holding one) and check it against its folder's manifest.
+
+    Rows must be the item indices 0..n-1 in order, so row i of every features matrix is item i.
+    """
+    from temacli.data.dataset import ITEMS
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "items.parquet"
+    fix = "pass the items.parquet of a dataset folder written by `temacli data split`"
+    if not path.is_file():
+        raise TemacliError(f"{path}: items table not found; {fix}")
+    table = artifacts.read_table(path, ITEMS)
+    fp = artifacts.fingerprint(path)
+    folder_manifest = path.parent / artifacts.MANIFEST_NAME
+    if folder_manifest.is_file():
+        m = artifacts.read_json(folder_manifest, what="manifest")
+        expected = m.get("outputs", {}).get("items", {}).get("fingerprint")
+        if expected is not None:
+            artifacts.check_same(
+                "items.parquet fingerprint (the file changed after its dataset folder was written)",
+                expected,
+                fp,
+                str(path),
+                "rebuild the dataset folder with `temacli data split`",
+            )
+    idx = table.column("item").to_numpy()
+    if len(idx) and not np.array_equal(idx, np.arange(len(idx), dtype=idx.dtype)):
+        bad = int(np.flatnonzero(idx != np.arange(len(idx)))[0])
+        raise TemacliError(
+            f"{path}: row {bad} holds item {int(idx[bad])}; rows must be item indices 0..{len(idx) - 1} in order; {fix}"
+        )
+    return ItemsInput(path=path, table=table, fingerprint=fp)
+
+
+def begin_modality(features_dir: str | Path, name: str) -> Path:
+    """Remove ``name``'s manifest before its files are rewritten.
+
+    The manifest is written last, so a run that dies half way leaves a modality without a manifest
+    (refused by :func:`load_modality`) instead of new arrays under an old manifest.
+    """
+    features_dir = Path(features_dir)
+    features_dir.mkdir(parents=True, exist_ok=True)
+    mp = artifacts.manifest_path(features_dir / f"{name}.npy")
+    mp.unlink(missing_ok=True)
+    return features_dir
+
+
+def write_mask(features_dir: str | Path, name: str, mask: np.ndarray) -> Path:
+    return artifacts.write_npy(np.asarray(mask, dtype=bool), Path(features_dir) / f"has_{name}.npy")
+
+
+def write_report(features_dir: str | Path, name: str, stage: str, missing: list[dict]) -> Path:
+    """``missing_<name>.json``: count by reason, then one record per item without this modality."""
+    by_reason: dict[str, int] = {}
+    for rec in missing:
+        by_reason[rec["reason"]] = by_reason.get(rec["reason"], 0) + 1
+    path = Path(features_dir) / REPORT_NAME.format(name=name)
+    artifacts.write_json(
+        {"stage": stage, "modality": name, "missing": len(missing), "by_reason": by_reason, "items": missing}, path
+    )
+    return path
+
+
+def is_up_to_date(features_dir: str | Path, name: str, stage: str, params: dict, items_fingerprint: str) -> bool:
+    """True when ``name`` was already written by ``stage`` with these params for these items, intact."""
+    features_dir = Path(features_dir)
+    emb, mask = features_dir / f"{name}.npy", features_dir / f"has_{name}.npy"
+    mp = artifacts.manifest_path(emb)
+    if not (emb.is_file() and mask.is_file() and mp.is_file()):
+        return False
+    try:
+        m = artifacts.read_json(mp, what="manifest")
+        same = (
+            m.get("stage") == stage
+            and m.get("params") == params
+            and m.get("inputs", {}).get("items", {}).get("fingerprint") == items_fingerprint
+        )
+        if not same:
+            return False
+        outs = m.get("outputs", {})
+        return outs.get(name, {}).get("fingerprint") == artifacts.fingerprint(emb) and outs.get(
+            f"has_{name}", {}
+        ).get("fingerprint") == artifacts.fingerprint(mask)
+    except (TemacliError, OSError, AttributeError):
+        return False

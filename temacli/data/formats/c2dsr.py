@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from temacli.data.formats.common import check_range, default_domains, items_table, sequences_table
-from temacli.data.split import Built, sample_negatives
+from temacli.data.split import Built, NegativeSpec
 from temacli.errors import TemacliError
 
 SEQ_FILES = (("train", "traindata_new.txt"), ("valid", "validdata_new.txt"), ("test", "testdata_new.txt"))
@@ -115,13 +115,12 @@ def build(folder: Path, domains: tuple[str, str] | None, seed: int = 42, negativ
         check_range(ss, n_x + n_y, p)
         splits[name] = sequences_table(us, ss, n_x, p, user_offset=offset)
         offset += len(us)
-    rng = np.random.default_rng(seed)
     candidates = {}
     for name in ("valid", "test"):
         tgt = splits[name].column("target").to_numpy().astype(np.int64)
         dom = (tgt >= n_x).astype(np.int64)
-        candidates[name] = sample_negatives(
-            tgt, np.where(dom == 0, 0, n_x), np.where(dom == 0, n_x, n_y), negatives, rng, replace=True
+        candidates[name] = NegativeSpec(
+            tgt, np.where(dom == 0, 0, n_x), np.where(dom == 0, n_x, n_y), negatives, replace=True
         )
     titles_x = _read_titles(folder / "titles_a.tsv", n_x)
     titles_y = _read_titles(folder / "titles_b.tsv", n_y)
@@ -135,5 +134,5 @@ def build(folder: Path, domains: tuple[str, str] | None, seed: int = 42, negativ
     }
     return Built(
         domains=domains, items=items_table(domains, ids_x, ids_y, titles_x, titles_y), n_x=n_x, n_y=n_y,
-        splits=splits, candidates=candidates, report=report,
+        splits=splits, candidates=candidates, seed=seed, report=report,
     )

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from temacli.data.formats.common import check_range, default_domains, items_table, sequences_table
-from temacli.data.split import Built, sample_negatives
+from temacli.data.split import Built, NegativeSpec
 from temacli.errors import TemacliError
 
 TRAIN_FILES = (("train_A.txt", "A"), ("train_B.txt", "B"), ("train_overlap.txt", "overlap"))
@@ -97,7 +97,6 @@ def build(folder: Path, domains: tuple[str, str] | None, seed: int = 42, negativ
             us = [f"{name}:{u}" for u in us]
         splits[name] = sequences_table(us, ss, n_x, p, user_offset=offset)
         offset += len(us)
-    rng = np.random.default_rng(seed)
     candidates = {}
     for name in ("valid", "test"):
         t = splits[name]
@@ -107,7 +106,7 @@ def build(folder: Path, domains: tuple[str, str] | None, seed: int = 42, negativ
         dom = (tgt >= n_x).astype(np.int64)
         lo = np.where(dom == 0, 0, n_x)
         size = np.where(dom == 0, n_x, n_y)
-        candidates[name] = sample_negatives(tgt, lo, size, negatives, rng, replace=False, history=(off, vals))
+        candidates[name] = NegativeSpec(tgt, lo, size, negatives, replace=False, history=(off, vals))
     report = {
         "format": "llmcdsr",
         "source": str(folder),
@@ -118,5 +117,5 @@ def build(folder: Path, domains: tuple[str, str] | None, seed: int = 42, negativ
     }
     return Built(
         domains=domains, items=items_table(domains, ids_x, ids_y, titles_x, titles_y), n_x=n_x, n_y=n_y,
-        splits=splits, candidates=candidates, report=report,
+        splits=splits, candidates=candidates, seed=seed, report=report,
     )
