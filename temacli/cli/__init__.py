@@ -61,27 +61,34 @@ def _register_all() -> None:
 _register_all()
 
 
+def _click_exceptions():
+    """Click's exception classes: typer >= 0.25 vendors click as ``typer._click``."""
+    try:
+        from typer._click import exceptions as exc  # type: ignore[attr-defined]
+    except ImportError:  # older typer with the click package
+        from click import exceptions as exc
+    return exc
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: exit 0 on success, 2 on bad input or usage, 1 on an internal failure."""
-    import click
-
+    from temacli.cli._console import err
     from temacli.errors import Interrupted, TemacliError
 
-    from temacli.cli._console import err
-
+    exc = _click_exceptions()
     try:
         app(args=argv, prog_name="temacli", standalone_mode=False)
     except TemacliError as e:
         err(f"error: {e}")
         sys.exit(e.exit_code)
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         err("aborted")
         sys.exit(130)
-    except click.ClickException as e:
+    except exc.ClickException as e:  # usage errors: unknown option, bad value, missing argument
         e.show()
-        sys.exit(2 if e.exit_code not in (0, 1) else e.exit_code if e.exit_code == 0 else 2)
+        sys.exit(2)
     except Interrupted as e:
         err(f"interrupted: {e}")
         sys.exit(130)
