@@ -362,3 +362,19 @@ def test_real_log_slice(tmp_path):
     te = ds.split("test")
     assert len(te) == m["counts"]["n_users"]
     assert ds.items.num_rows == ds.n_items
+
+
+def test_parquet_log_with_renamed_columns(small_log, tmp_path, capsys):
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    log, items = small_log
+    t = pacsv.read_csv(log).rename_columns(["who", "what", "where", "when"])
+    pq.write_table(t, tmp_path / "log.parquet")
+    args = ["data", "split", "--interactions", tmp_path / "log.parquet", "--domains", "food,kitchen",
+            "--user-col", "who", "--item-col", "what", "--domain-col", "where", "--time-col", "when", "--out", tmp_path / "p"]
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    split_dataset(log, None, tmp_path / "c", opts())
+    for f in ("train.parquet", "test.parquet", "candidates_test.npy"):
+        assert (tmp_path / "p" / f).read_bytes() == (tmp_path / "c" / f).read_bytes()
