@@ -1,0 +1,163 @@
+"""Render evaluation results and comparisons as rich tables (terminal) or Markdown (docs).
+
+Every rendering starts with the lines that say what the numbers mean: model, data, split,
+protocol and candidate set (with fingerprints), and ends with what was skipped, if anything.
+Metric values are shown in percent, as in the paper's tables; JSON keeps fractions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+METRIC_COLUMNS = ("MRR", "NDCG@5", "NDCG@10", "HR@1", "HR@5", "HR@10")
+
+
+def _short(fp: str | None) -> str:
+    return "none" if fp is None else fp.split(":", 1)[-1][:12]
+
+
+def pct(v: float | None) -> str:
+    return "—" if v is None else f"{100.0 * v:.2f}"
+
+
+def header_lines(result: dict) -> list[str]:
+    m = result["model"]
+    lines = [
+        f"model: {m.get('path') or m.get('name')} ({m.get('kind')}, weights {_short(m.get('fingerprint'))})",
+        f"data: {result['data']['path']} (dataset {_short(result['data']['fingerprint'])})",
+        f"split: {result['split']}   protocol: {result['protocol']}"
+        + (f" ({'history excluded' if result['exclude_history'] else 'history included'})"
+           if result["protocol"] == "full" else ""),
+        f"candidates: {_short(result['candidates']['fingerprint'])}: {result['candidates']['description']}",
+    ]
+    return lines
+
+
+def footer_lines(result: dict) -> list[str]:
+    inst = result["instances"]
+    lines = [f"instances: {inst['evaluated']} of {inst['total']} evaluated"]
+    for reason, info in inst["skipped"].items():
+        shown = ", ".join(info["user_ids"][:5]) + (f" … {info['n'] - 5} more (see --json)" if info["n"] > 5 else "")
+        lines.append(f"skipped ({reason}): {info['n']}: users {shown}")
+    nan = inst["nan_score"]
+    if nan["n"]:
+        lines.append(f"target scored NaN (ranked last, not skipped): {nan['n']}: users {', '.join(nan['user_ids'][:5])}")
+    if inst.get("history_truncated"):
+        lines.append(f"histories longer than the model's max_len {inst['max_len']} (oldest items cut): "
+                     f"{inst['history_truncated']}")
+    t = result.get("timing") or {}
+    if t.get("scoring_seconds") is not None:
+        lines.append(f"scored in {t['scoring_seconds']:.2f}s on {t.get('device')} "
+                     f"({t.get('instances_per_second')} instances/s)")
+    return lines
+
+
+def _metric_rows(result: dict) -> list[tuple[str, dict]]:
+    doms = list(result["data"]["domains"])
+    return [(d, result["metrics"][d]) for d in doms + ["all"]]
+
+
+def _slice_rows(result: dict) -> list[tuple[str, str, dict]]:
+    out = []
+    for group, slices in result["slices"].items():
+        for label, per in slices.items():
+            for d in list(result["data"]["domains"]) + ["all"]:
+                out.append((f"{group}: {label}", d, per[d]))
+    return out
+
+
+# ----------------------------------------------------------------------------- rich
+def result_renderables(result: dict, slices: bool = True) -> list[Any]:
+    from rich.table import Table
+    from rich.text import Text
+
+    out: list[Any] = [Text("\n".join(header_lines(result)), style="dim")]
+    t = Table(title=f"{result['protocol']} protocol, {result['split']} split (metrics in %)", title_justify="left")
+    t.add_column("target domain")
+    t.add_column("n", justify="right")
+    for c in METRIC_COLUMNS:
+        t.add_column(c, justify="right")
+    for name, m in _metric_rows(result):
+        t.add_row(name, str(m["n"]), *(pct(m[c]) for c in METRIC_COLUMNS), style="bold" if name == "all" else None)
+    out.append(t)
+    if slices:
+        s = Table(title="slices (metrics in %)", title_justify="left")
+        for c in ("slice", "domain", "n", "MRR", "NDCG@5", "NDCG@10", "HR@10"):
+            s.add_column(c, justify="right" if c not in ("slice", "domain") else "left")
+        for label, d, m in _slice_rows(result):
+            s.add_row(label, d, str(m["n"]), pct(m["MRR"]), pct(m["NDCG@5"]), pct(m["NDCG@10"]), pct(m["HR@10"]))
+        out.append(s)
+    out.append(Text("\n".join(footer_lines(result)), style="dim"))
+    return out
+
+
+def compare_renderables(cmp: dict) -> list[Any]:
+    from rich.table import Table
+    from rich.text import Text
+
+    doms = list(cmp["data"]["domains"])
+    head = [
+        f"data: dataset {_short(cmp['data']['fingerprint'])}   split: {cmp['split']}   protocol: {cmp['protocol']}"
+        + (f" ({'history excluded' if cmp['exclude_history'] else 'history included'})"
+           if cmp["protocol"] == "full" else ""),
+        f"candidates: {_short(cmp['candidates']['fingerprint'])}: {cmp['candidates']['description']}",
+        "n per domain: " + ", ".join(f"{d} {cmp['rows'][0]['n'][d]}" for d in doms),
+    ]
+    t = Table(title="comparison (metrics in %, best in bold)", title_justify="left")
+    t.add_column("model")
+    t.add_column("kind")
+    for d in doms:
+        for k in cmp["metrics"]:
+            t.add_column(f"{d}\n{k}", justify="right")
+    for i, row in enumerate(cmp["rows"]):
+        cells = []
+        for d in doms:
+            for k in cmp["metrics"]:
+                v = pct(row["values"][d][k])
+                cells.append(Text(v, style="bold") if i in cmp["best"][d][k] else Text(v))
+        t.add_row(row["model"], str(row["kind"]), *cells)
+    models = [f"{r['model']}: {r['path']} (weights {_short(r['fingerprint'])})" for r in cmp["rows"]]
+    return [Text("\n".join(head), style="dim"), t, Text("\n".join(models), style="dim")]
+
+
+# ----------------------------------------------------------------------------- markdown
+def _md_table(header: list[str], rows: list[list[str]], align_right_from: int = 1) -> str:
+    lines = ["| " + " | ".join(header) + " |"]
+    lines.append("|" + "|".join("---" if i < align_right_from else "---:" for i in range(len(header))) + "|")
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def result_markdown(result: dict, slices: bool = True) -> str:
+    parts = ["\n".join(f"- {line}" for line in header_lines(result)), ""]
+    rows = [[name, str(m["n"]), *(pct(m[c]) for c in METRIC_COLUMNS)] for name, m in _metric_rows(result)]
+    parts.append(_md_table(["target domain", "n", *(f"{c} %" for c in METRIC_COLUMNS)], rows))
+    if slices:
+        srows = [[label, d, str(m["n"]), pct(m["MRR"]), pct(m["NDCG@5"]), pct(m["NDCG@10"]), pct(m["HR@10"])]
+                 for label, d, m in _slice_rows(result)]
+        parts += ["", _md_table(["slice", "domain", "n", "MRR %", "NDCG@5 %", "NDCG@10 %", "HR@10 %"], srows, 2)]
+    parts += ["", "\n".join(f"- {line}" for line in footer_lines(result))]
+    return "\n".join(parts) + "\n"
+
+
+def compare_markdown(cmp: dict) -> str:
+    doms = list(cmp["data"]["domains"])
+    header = ["model", "kind"] + [f"{d} {k} %" for d in doms for k in cmp["metrics"]]
+    rows = []
+    for i, row in enumerate(cmp["rows"]):
+        cells = []
+        for d in doms:
+            for k in cmp["metrics"]:
+                v = pct(row["values"][d][k])
+                cells.append(f"**{v}**" if i in cmp["best"][d][k] else v)
+        rows.append([row["model"], str(row["kind"]), *cells])
+    head = [
+        f"- split: {cmp['split']}, protocol: {cmp['protocol']}"
+        + (f" ({'history excluded' if cmp['exclude_history'] else 'history included'})"
+           if cmp["protocol"] == "full" else ""),
+        f"- dataset {_short(cmp['data']['fingerprint'])}, candidates {_short(cmp['candidates']['fingerprint'])}: "
+        f"{cmp['candidates']['description']}",
+        "- n per domain: " + ", ".join(f"{d} {cmp['rows'][0]['n'][d]}" for d in doms),
+    ]
+    models = "\n".join(f"- {r['model']}: {r['path']} (weights {_short(r['fingerprint'])})" for r in cmp["rows"])
+    return "\n".join(head) + "\n\n" + _md_table(header, rows, 2) + "\n\n" + models + "\n"

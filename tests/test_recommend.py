@@ -1,0 +1,193 @@
+"""`temacli recommend` on a really trained tiny TEMA model (and fakes for the error paths)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from _eval_fixtures import DotModel, fake_models, make_dataset, trained_runs  # noqa: F401  (fixture)
+from temacli import artifacts
+from temacli.cli import main
+from temacli.data.dataset import SPLIT
+from temacli.evaluation.evaluate import open_model_and_data
+from temacli.evaluation.protocols import full_ranks
+from temacli.recommend import RECS
+from temacli.tags.store import load_item_tags
+
+
+def run(args, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in args])
+    cap = capsys.readouterr()
+    return e.value.code, cap.out, cap.err
+
+
+@pytest.fixture(scope="module")
+def tr(tmp_path_factory):
+    return trained_runs(tmp_path_factory)
+
+
+def rec_json(tr, capsys, *extra):
+    code, out, err = run(["recommend", "--model", tr["tema"], "--data", tr["data"].path, "--device", "cpu",
+                          "--json", *extra], capsys)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_one_user_history_exclusions_tags(tr, capsys):
+    ds = tr["data"]
+    sp = ds.split("test")
+    i = 3
+    uid = str(sp.user_id[i])
+    r = rec_json(tr, capsys, "--user", uid, "--k", "4")
+    assert r["user_id"] == uid and r["source"] == "test"
+    assert [h["item"] for h in r["history"]] == sp.history(i).tolist()
+    assert r["history"][0]["title"] and r["history"][0]["domain"] in ds.domains
+    assert r["held_out"]["item"] == int(sp.target[i])
+    assert r["domain"] == ds.domains[int(sp.target_domain[i])]  # default: the next expected item's domain
+    recs = r["recommendations"]
+    assert [x["rank"] for x in recs] == [1, 2, 3, 4]
+    assert all(x["domain"] == r["domain"] for x in recs)
+    assert not set(x["item"] for x in recs) & set(sp.history(i).tolist())  # items they have are excluded
+    assert [x["score"] for x in recs] == sorted((x["score"] for x in recs), reverse=True)
+    assert r["model"]["kind"] == "tema" and r["data"]["fingerprint"] == ds.fingerprint
+    # the item's top tags, highest weight first
+    it = load_item_tags(tr["tags"], ds)
+    first = recs[0]["item"]
+    sel = it.item == first
+    order = np.argsort(-it.weight[sel], kind="stable")
+    assert recs[0]["tags"] == [it.vocab[t] for t in it.tag[sel][order][:3]]
+
+
+def test_held_out_rank_matches_full_protocol(tr, capsys):
+    ds = tr["data"]
+    sp = ds.split("test")
+    model, _ = open_model_and_data(tr["tema"], None, "cpu")
+    for i in (0, 5):
+        # one row at a time, as recommend scores one user: the same computation, the same floats
+        ranks, n_cand = full_ranks(model, sp, (ds.domain_range(0), ds.domain_range(1)), rows=np.array([i]))
+        r = rec_json(tr, capsys, "--user", str(sp.user_id[i]), "--k", "3")
+        assert r["held_out"]["rank"] == ranks[0] and r["held_out"]["of"] == n_cand[0]
+        assert r["held_out"]["in_top_k"] == (ranks[0] <= 3)
+
+
+def test_explain_parts_sum_to_score(tr, capsys):
+    uid = str(tr["data"].split("test").user_id[1])
+    r = rec_json(tr, capsys, "--user", uid, "--k", "5", "--explain")
+    for x in r["recommendations"]:
+        assert {"X/id", "Y/tag", "X+Y/img", "X+Y/tex"} <= set(x["parts"])
+        assert sum(x["parts"].values()) == pytest.approx(x["score"], rel=1e-4, abs=1e-6)
+        assert sum(x["by_modality"].values()) == pytest.approx(x["score"], rel=1e-4, abs=1e-6)
+        assert sum(x["by_branch"].values()) == pytest.approx(x["score"], rel=1e-4, abs=1e-6)
+        assert set(x["by_modality"]) == {"id", "img", "tex", "tag"} and set(x["by_branch"]) == {"X", "Y", "X+Y"}
+
+
+def test_include_seen_domain_and_all_history(tr, capsys):
+    ds = tr["data"]
+    sp = ds.split("test")
+    i = 2
+    uid = str(sp.user_id[i])
+    d = int(sp.target_domain[i])
+    lo, hi = ds.domain_range(d)
+    hist_in_domain = {int(v) for v in sp.history(i) if lo <= v < hi}
+    r = rec_json(tr, capsys, "--user", uid, "--k", str(hi - lo), "--include-seen")
+    assert len(r["recommendations"]) == hi - lo and r["include_seen"]
+    assert hist_in_domain <= {x["item"] for x in r["recommendations"]}
+    r = rec_json(tr, capsys, "--user", uid, "--k", str(hi - lo))
+    assert len(r["recommendations"]) == hi - lo - len(hist_in_domain) == hi - lo - r["excluded_seen"]
+    other = ds.domains[1 - d]
+    r = rec_json(tr, capsys, "--user", uid, "--domain", other, "--k", "2")
+    assert r["domain"] == other and all(x["domain"] == other for x in r["recommendations"])
+    assert r["held_out"]["rank"] is None  # the held-out item is from the other domain
+    r = rec_json(tr, capsys, "--user", uid, "--all-history")
+    assert r["held_out"] is None and r["history"][-1]["item"] == int(sp.target[i])
+    assert int(sp.target[i]) not in {x["item"] for x in r["recommendations"]}
+
+
+def test_screen_output(tr, capsys):
+    uid = str(tr["data"].split("test").user_id[0])
+    code, out, err = run(["recommend", "--model", tr["tema"], "--user", uid, "--k", "3", "--explain",
+                          "--device", "cpu"], capsys)
+    assert code == 0, err
+    for needle in ("recent history", "held-out next item", "top 3", "top tags", "tag", "X+Y", "score ="):
+        assert needle in out, needle
+
+
+def test_batch_parquet_and_unknown_users(tr, capsys, tmp_path):
+    ds = tr["data"]
+    users = [str(u) for u in ds.split("test").user_id[:3]]
+    f = tmp_path / "users.txt"
+    f.write_text("# users\n" + "\n".join(users) + "\n")
+    out = tmp_path / "recs.parquet"
+    code, _, err = run(["recommend", "--model", tr["tema"], "--users-file", f, "--out", out, "--k", "4",
+                        "--device", "cpu"], capsys)
+    assert code == 0, err
+    t = artifacts.read_table(out, RECS)
+    assert t.num_rows == 12 and t.column("user_id").to_pylist() == [u for u in users for _ in range(4)]
+    assert t.column("rank").to_pylist()[:4] == [1, 2, 3, 4]
+    m = artifacts.read_manifest(out, stage="recommend")
+    assert m["counts"]["users"] == 3 and m["inputs"]["dataset"]["fingerprint"] == ds.fingerprint
+    f.write_text("\n".join(users + ["nobody", "ghost"]) + "\n")
+    out2 = tmp_path / "recs2.parquet"
+    code, _, err = run(["recommend", "--model", tr["tema"], "--users-file", f, "--out", out2], capsys)
+    assert code == 2 and "nobody" in err and "ghost" in err and not out2.exists()
+    code, _, err = run(["recommend", "--model", tr["tema"], "--users-file", f, "--out", out2, "--skip-unknown",
+                        "--explain"], capsys)
+    assert code == 0, err
+    m = artifacts.read_manifest(out2, stage="recommend")
+    assert m["unknown_users"] == ["nobody", "ghost"] and m["counts"]["unknown_users"] == 2
+    t = artifacts.read_table(out2, RECS)
+    assert "part:X/id" in t.column_names
+
+
+def test_errors_exit_2(tr, capsys, tmp_path):
+    code, out, err = run(["recommend", "--model", tr["tema"], "--user", "nobody"], capsys)
+    assert code == 2 and "user 'nobody' is not in" in err and len(err.strip().splitlines()) == 1
+    other = make_dataset(tmp_path / "other")
+    code, _, err = run(["recommend", "--model", tr["tema"], "--data", other.path, "--user", "U001"], capsys)
+    assert code == 2 and "dataset fingerprint" in err
+    uid = str(tr["data"].split("test").user_id[0])
+    code, _, err = run(["recommend", "--model", tr["tema"], "--user", uid, "--domain", "books"], capsys)
+    assert code == 2 and "unknown domain 'books'" in err
+    code, _, err = run(["recommend", "--model", tr["tema"], "--user", uid, "--users-file", tmp_path / "x"], capsys)
+    assert code == 2 and "exactly one of" in err
+    code, _, err = run(["recommend", "--model", tr["tema"], "--users-file", tmp_path / "x", "--out", tmp_path / "r"],
+                       capsys)
+    assert code == 2 and "users file not found" in err
+
+
+def test_empty_history_exit_2(tmp_path, capsys, fake_models):  # noqa: F811
+    ds = make_dataset(tmp_path)
+    t = artifacts.read_table(ds.path / "test.parquet", SPLIT)
+    hist = t.column("history").to_pylist()
+    hist[1] = []
+    t = t.set_column(t.column_names.index("history"), "history", pa.array(hist, pa.list_(pa.int32())))
+    artifacts.write_table(t, ds.path / "test.parquet", SPLIT)
+    model = fake_models(tmp_path / "m", DotModel(ds))
+    uid = t.column("user_id").to_pylist()[1]
+    code, _, err = run(["recommend", "--model", model, "--user", uid], capsys)
+    assert code == 2 and "empty history" in err and "--all-history" in err
+    code, out, err = run(["recommend", "--model", model, "--user", uid, "--all-history", "--json"], capsys)
+    assert code == 0 and len(json.loads(out)["history"]) == 1
+
+
+def test_train_only_and_valid_users(tmp_path, capsys, fake_models):  # noqa: F811
+    """c2dsr split: a user without an evaluation row recommends from their whole training sequence,
+    in the domain of their last item; a validation user's held-out item is their valid target."""
+    ds = make_dataset(tmp_path, split="c2dsr", eval_users_frac=0.5)
+    model = fake_models(tmp_path / "m", DotModel(ds))
+    tr, va = ds.split("train"), ds.split("valid")
+    eval_users = set(ds.split("test").user_id) | set(va.user_id)
+    i = next(j for j in range(len(tr)) if tr.user_id[j] not in eval_users)
+    code, out, err = run(["recommend", "--model", model, "--user", tr.user_id[i], "--json"], capsys)
+    assert code == 0, err
+    r = json.loads(out)
+    assert r["source"] == "train" and r["held_out"] is None
+    assert [h["item"] for h in r["history"]] == tr.sequence(i).tolist()
+    assert r["domain"] == ds.domains[int(tr.target[i] >= ds.n_x)]
+    code, out, _ = run(["recommend", "--model", model, "--user", va.user_id[0], "--json"], capsys)
+    r = json.loads(out)
+    assert r["source"] == "valid" and r["held_out"]["item"] == int(va.target[0])
