@@ -378,3 +378,11 @@ def test_parquet_log_with_renamed_columns(small_log, tmp_path, capsys):
     split_dataset(log, None, tmp_path / "c", opts())
     for f in ("train.parquet", "test.parquet", "candidates_test.npy"):
         assert (tmp_path / "p" / f).read_bytes() == (tmp_path / "c" / f).read_bytes()
+
+
+def test_titles_have_html_entities_decoded(small_log, tmp_path):
+    log, items = small_log
+    items.write_text(items.read_text().replace("Food item 3", "Salt &amp; Pepper"))
+    split_dataset(log, items, tmp_path / "d", opts())
+    titles = Dataset.open(tmp_path / "d").items.column("title").to_pylist()
+    assert "Salt & Pepper" in titles

@@ -17,6 +17,7 @@ Steps, all vectorised with pyarrow/numpy:
 
 from __future__ import annotations
 
+import html
 import os
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
@@ -562,7 +563,7 @@ def _items_table(items_path, kept_ids, n_x, n_y, opts) -> tuple[pa.Table, dict]:
             if r is None:
                 continue
             found[j] = True
-            title[j] = (titles[r] or "").strip()
+            title[j] = html.unescape(titles[r] or "").strip()  # raw Amazon titles carry "&amp;" etc.
             if descs is not None:
                 description[j] = descs[r]
             if imgs is not None:

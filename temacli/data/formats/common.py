@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,7 @@ def items_table(domains, ids_x, ids_y, titles_x, titles_y) -> pa.Table:
             "item_id": pa.array(list(ids_x) + list(ids_y), type=pa.string()),
             "domain": pa.array([domains[d] for d in dom_idx], type=pa.string()),
             "domain_idx": pa.array(dom_idx),
-            "title": pa.array(list(titles_x) + list(titles_y), type=pa.string()),
+            "title": pa.array([html.unescape(t) for t in list(titles_x) + list(titles_y)], type=pa.string()),
         }
     )
 
