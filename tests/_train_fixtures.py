@@ -1,0 +1,148 @@
+"""Tiny inputs for the model and training tests, written through the real library contracts.
+
+* ``make_dataset``: a synthetic interaction log split by ``temacli.data.split.split_dataset``.
+  With ``pattern=True`` every user walks the same deterministic cycle food_i -> kitchen_i ->
+  food_{i+1} -> ..., so the next item is a function of the last one: a model can learn it exactly.
+* ``real_slice``: the first users of the real amazon-food-kitchen log, split the same way.
+* ``make_features`` / ``make_tags``: image/text NPY features and an item_tags.parquet with manifests
+  tied to a dataset's items fingerprint, as the features and tags stages write them.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from temacli import artifacts
+from temacli.data.dataset import Dataset
+from temacli.data.split import SplitOptions, split_dataset
+from temacli.features.store import write_manifest_for
+from temacli.tags.store import ITEM_TAGS, TAG_VOCAB
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+AFK = SHARED / "amazon-food-kitchen"
+
+
+def _write_items(path: Path, n_food: int, n_kitchen: int) -> Path:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(("item_id", "domain", "title"))
+        for k in range(n_food):
+            w.writerow((f"f{k:03d}", "food", f"Food {k}"))
+        for k in range(n_kitchen):
+            w.writerow((f"k{k:03d}", "kitchen", f"Kitchen {k}"))
+    return path
+
+
+def make_dataset(
+    tmp: Path,
+    name: str = "data",
+    n_users: int = 24,
+    n_food: int = 10,
+    n_kitchen: int = 12,
+    length: int = 14,
+    pattern: bool = False,
+    seed: int = 0,
+) -> Dataset:
+    tmp.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        start = u % n_food
+        for j in range(length):
+            if pattern:  # f_i, k_i, f_{i+1}, k_{i+1}, ...
+                i = start + j // 2
+                dom, k = ("food", i % n_food) if j % 2 == 0 else ("kitchen", i % n_kitchen)
+            else:
+                dom = "food" if (j < 3 or (j >= 6 and rng.random() < 0.5)) else "kitchen"
+                k = int(rng.integers(0, n_food if dom == "food" else n_kitchen))
+            rows.append((f"U{u:03d}", f"{dom[0]}{k:03d}", dom, 1000 + j))
+    log = tmp / f"{name}-log.csv"
+    with open(log, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(("user_id", "item_id", "domain", "timestamp"))
+        w.writerows(rows)
+    items = _write_items(tmp / f"{name}-items.csv", n_food, n_kitchen)
+    opts = SplitOptions(domains=("food", "kitchen"), split="loo", min_user=5, min_per_domain=1, seed=seed)
+    split_dataset(log, items, tmp / name, opts)
+    return Dataset.open(tmp / name)
+
+
+def real_slice(tmp: Path, n_users: int = 300, name: str = "afk") -> Dataset:
+    """The first ``n_users`` users (file order) of amazon-food-kitchen, split leave-one-out."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    log = tmp / f"{name}-log.csv"
+    users: list[str] = []
+    with open(AFK / "interactions.csv", newline="") as src, open(log, "w", newline="") as dst:
+        r, w = csv.reader(src), csv.writer(dst)
+        w.writerow(next(r))
+        for row in r:
+            if row[0] not in users:
+                if len(users) == n_users:
+                    break
+                users.append(row[0])
+            w.writerow(row)
+    opts = SplitOptions(domains=("food", "kitchen"), split="loo", seed=0)
+    split_dataset(log, AFK / "items.csv", tmp / name, opts)
+    return Dataset.open(tmp / name)
+
+
+def make_features(ds: Dataset, out: Path, dims=(("image", 12), ("text", 8)), seed: int = 0, items_fp: str | None = None) -> Path:
+    """Random L2-normalised features per modality, with a few items missing each modality."""
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for name, dim in dims:
+        emb = rng.normal(size=(ds.n_items, dim)).astype(np.float32)
+        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+        mask = np.ones(ds.n_items, dtype=bool)
+        mask[::7] = False
+        emb[~mask] = 0.0
+        artifacts.write_npy(emb, out / f"{name}.npy")
+        artifacts.write_npy(mask, out / f"has_{name}.npy")
+        write_manifest_for(
+            out, name, "features clip" if name == "image" else "features text", {"model": "fixture"},
+            ds.path / "items.parquet", items_fp or ds.items_fingerprint,
+            {"n_items": ds.n_items, "dim": dim, "missing": int((~mask).sum())},
+        )
+    return out
+
+
+def make_tags(ds: Dataset, out: Path, n_tags: int = 6, seed: int = 0, items_fp: str | None = None,
+              method: str = "llm") -> Path:
+    """item_tags.parquet (2-3 tags per item, weights in (0, 1]) + tag_vocab.parquet + manifest."""
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    vocab = pa.table({
+        "tag_index": pa.array(np.arange(n_tags), pa.int32()),
+        "tag": [f"tag{i}" for i in range(n_tags)],
+        "domain": ["food" if i < n_tags // 2 else "kitchen" for i in range(n_tags)],
+    })
+    artifacts.write_table(vocab, out / "tag_vocab.parquet", TAG_VOCAB)
+    item, tag, score = [], [], []
+    for v in range(ds.n_items):
+        k = 2 + v % 2
+        for t in rng.choice(n_tags, size=k, replace=False):
+            item.append(v)
+            tag.append(int(t))
+            score.append(float(rng.integers(30, 100)))
+    score = np.asarray(score, np.float32)
+    table = pa.table({
+        "item": pa.array(item, pa.int32()),
+        "tag_index": pa.array(tag, pa.int32()),
+        "score": pa.array(score, pa.float32()),
+        "weight": pa.array(score / 100.0, pa.float32()),
+    })
+    path = out / "item_tags.parquet"
+    artifacts.write_table(table, path, ITEM_TAGS)
+    m = artifacts.build_manifest(
+        "tags match", {"method": method},
+        inputs={"items": artifacts.input_record(ds.path / "items.parquet", items_fp or ds.items_fingerprint)},
+        outputs={"item_tags": {"path": path.name, "fingerprint": artifacts.fingerprint(path)},
+                 "tag_vocab": {"path": "tag_vocab.parquet", "fingerprint": artifacts.fingerprint(out / "tag_vocab.parquet")}},
+        counts={"n_tags": n_tags, "rows": table.num_rows},
+    )
+    artifacts.write_manifest(path, m)
+    return path
