@@ -1,0 +1,173 @@
+"""``temacli tags``: generate domain tag lists (Algorithm 1) and match items to tags (Section III-D)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from temacli.cli._console import console, info
+
+tags_app = typer.Typer(
+    help=(
+        "LLM tags: a voted tag list per domain (generate), then a 1-100 score per item and tag (match).\n\n"
+        "Example: temacli tags generate --domain food --items runs/fk/data/items.parquet --runs 5"
+    ),
+    no_args_is_help=True,
+)
+
+_MODEL_HELP = (
+    "Any LiteLLM model string (openai/gpt-4o-mini, ollama_chat/qwen2.5:7b, hosted_vllm/NAME with --api-base, ...). "
+    "Keys come from the environment (e.g. OPENAI_API_KEY). Default: the offline local model (SmolLM2-135M, "
+    "for trying the pipeline only)."
+)
+
+
+def _settings(model, api_base, concurrency, timeout, max_retries, response_format, cache, no_cache, max_tokens):
+    from temacli.llm.client import LOCAL_MODEL, LLMSettings
+
+    return LLMSettings(
+        model=model or LOCAL_MODEL,
+        api_base=tuple(api_base or ()),
+        concurrency=concurrency,
+        timeout=timeout,
+        max_retries=max_retries,
+        response_format=response_format,
+        cache=str(cache) if cache is not None else None,
+        use_cache=not no_cache,
+        max_tokens=max_tokens,
+    )
+
+
+@tags_app.command("generate")
+def generate(
+    domain: str = typer.Option(..., "--domain", "-d", help="Domain name (as in the items table's domain column)."),
+    items: Optional[Path] = typer.Option(
+        None, "--items", help="items.parquet of a dataset: each run sees a different seeded sample of its titles."
+    ),
+    runs: int = typer.Option(5, "--runs", "-R", help="R: number of LLM queries at temperature 0 (Algorithm 1)."),
+    num_tags: int = typer.Option(20, "--num-tags", "-N", help="N: tags asked for per run, and the most kept."),
+    min_votes: Optional[int] = typer.Option(None, "--min-votes", help="Keep only tags proposed by at least this many runs (default 1: the N most voted)."),
+    sample_titles: int = typer.Option(20, "--sample-titles", help="Item titles shown per run (with --items)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the per-run title samples."),
+    prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="Prompt template replacing the built-in one (fields {domain} {num_tags} {examples} {aspects})."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output Parquet file (default tags/<domain>.parquet)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=_MODEL_HELP),
+    api_base: Optional[List[str]] = typer.Option(None, "--api-base", help="Endpoint URL; repeat it to spread requests over several servers."),
+    concurrency: int = typer.Option(4, "--concurrency", "-c", help="Requests in flight at once."),
+    timeout: float = typer.Option(120.0, "--timeout", help="Seconds before a request is abandoned and retried."),
+    max_retries: int = typer.Option(5, "--max-retries", help="Retries on timeouts, 429 and 5xx (exponential backoff, Retry-After honoured)."),
+    response_format: str = typer.Option("schema", "--response-format", help="schema (JSON schema), json (JSON mode) or none."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Cap on reply tokens."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="SQLite response cache (default $TEMACLI_CACHE_DIR or ~/.cache/temacli/llm-cache.sqlite)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the response cache."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result (tags, counts, paths) as JSON."),
+) -> None:
+    """Generate a domain's tag list: R queries at T=0, then a frequency vote (Algorithm 1).
+
+    Example: temacli tags generate --domain movie --runs 5
+
+    Example: temacli tags generate --domain food --items runs/fk/data/items.parquet --runs 5 --num-tags 40 --model ollama_chat/qwen2.5:7b --out runs/fk/tags/food.parquet
+    """
+    from temacli.tags.generate import generate_tags
+
+    settings = _settings(model, api_base, concurrency, timeout, max_retries, response_format, cache, no_cache, max_tokens)
+    m = generate_tags(
+        domain, out=out, items=items, runs=runs, num_tags=num_tags, sample_titles=sample_titles, seed=seed,
+        min_votes=min_votes, prompt_file=prompt_file, settings=settings, show_progress=not as_json,
+    )
+    c = m["counts"]
+    if as_json:
+        print(json.dumps({"path": m["path"], "report": m["report_path"], "counts": c, "tags": m["tags"]}, indent=2))
+        return
+    from rich.table import Table
+
+    t = Table(title=f"{domain}: {c['tags_kept']} tags kept ({c['runs_parsed']}/{c['runs']} runs parsed, vote >= {m['params']['min_votes']})")
+    t.add_column("tag")
+    t.add_column("votes", justify="right")
+    t.add_column("mean score", justify="right")
+    for row in m["tags"]:
+        t.add_row(row["tag"], str(row["votes"]), f"{row['mean_score']:.2f}")
+    console.print(t)
+    bad = c["runs_unparsable"] + c["runs_failed"]
+    info(f"wrote {m['path']} ({c['llm_calls']} calls, {c['cache_hits']} cache hits"
+         + (f", {bad} runs unreadable or failed: see {m['report_path']}" if bad else "") + ")")
+
+
+@tags_app.command("match")
+def match(
+    items: Path = typer.Option(..., "--items", help="items.parquet of the dataset (or the dataset folder)."),
+    tags: List[Path] = typer.Option(..., "--tags", help="Folder with <domain>.parquet tag lists, or the files; repeatable."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output item_tags.parquet (tag_vocab.parquet goes beside it)."),
+    method: str = typer.Option("embedding", "--method", help="embedding (sentence encoder, default), llm (the paper's), keyword (no model)."),
+    select: str = typer.Option("hybrid", "--select", help="top-r, threshold or hybrid (top-R, then tags >= θ, up to --max-tags)."),
+    top_r: int = typer.Option(5, "--top-r", help="R of top-r and hybrid."),
+    threshold: float = typer.Option(70.0, "--threshold", help="θ (1-100) of threshold and hybrid."),
+    max_tags: int = typer.Option(10, "--max-tags", help="Most tags per item under hybrid."),
+    represent: str = typer.Option("weighted", "--represent", help="weighted (scores normalised), multihot (equal weights) or onehot (best tag)."),
+    batch_items: int = typer.Option(8, "--batch-items", help="llm: items per prompt."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="i/n: score only shard i of n (merge the parts with `tags merge`)."),
+    device: str = typer.Option("cpu", "--device", help="embedding: cpu, cuda, mps or auto."),
+    prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="llm: prompt template (fields {tags} {items} {domain})."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=_MODEL_HELP),
+    api_base: Optional[List[str]] = typer.Option(None, "--api-base", help="Endpoint URL; repeat it to spread requests over several servers (LiteLLM Router)."),
+    concurrency: int = typer.Option(4, "--concurrency", "-c", help="llm: requests in flight at once."),
+    timeout: float = typer.Option(120.0, "--timeout", help="Seconds before a request is abandoned and retried."),
+    max_retries: int = typer.Option(5, "--max-retries", help="Retries on timeouts, 429 and 5xx."),
+    response_format: str = typer.Option("schema", "--response-format", help="schema, json or none."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Cap on reply tokens."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="SQLite response cache path."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the response cache."),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest's counts and paths as JSON."),
+) -> None:
+    """Score every item against its domain's tags (1-100), select tags and write their weights.
+
+    Example: temacli tags match --items runs/fk/data/items.parquet --tags runs/fk/tags/ --out runs/fk/tags/item_tags.parquet
+
+    Example: temacli tags match --items runs/fk/data/items.parquet --tags runs/fk/tags/ --method llm --model openai/gpt-4o-mini --concurrency 16 --select hybrid --top-r 5 --threshold 70
+    """
+    from temacli.tags.match import Selection, match_tags
+
+    sel = Selection(select=select, top_r=top_r, threshold=threshold, max_tags=max_tags, represent=represent)
+    settings = _settings(model, api_base, concurrency, timeout, max_retries, response_format, cache, no_cache, max_tokens)
+    m = match_tags(items, list(tags), out=out, method=method, selection=sel, settings=settings,
+                   batch_items=batch_items, shard=shard, device=device, prompt_file=prompt_file,
+                   show_progress=not as_json)
+    c = m["counts"]
+    if as_json:
+        print(json.dumps({"path": m["path"], "report": m["report_path"], "counts": c}, indent=2))
+        return
+    msg = (f"wrote {m['path']}: {c['tagged_items']}/{c['items']} items tagged, {c['rows']} item-tag rows, "
+           f"{c['tags']} tags in the vocabulary")
+    if "llm_calls" in c:
+        msg += f"; {c['llm_calls']} calls, {c['cache_hits']} cache hits, {c['retries']} retries"
+    info(msg)
+    problems = c["failed_items"] + c["no_text_items"] + c["untagged_items"]
+    if problems:
+        info(f"[yellow]{c['failed_items']} items failed, {c['no_text_items']} have no text, "
+             f"{c['untagged_items']} got no tag above 1[/yellow]: listed in {m['report_path']}")
+
+
+@tags_app.command("merge")
+def merge(
+    parts: List[Path] = typer.Argument(..., help="The item_tags files written by `tags match --shard i/n`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Merged item_tags.parquet (tag_vocab.parquet goes beside it)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the merged manifest's counts as JSON."),
+) -> None:
+    """Merge the shards of a `tags match --shard i/n` run into one item_tags.parquet.
+
+    Example: temacli tags merge runs/fk/tags/shard0/item_tags.parquet runs/fk/tags/shard1/item_tags.parquet --out runs/fk/tags/item_tags.parquet
+    """
+    from temacli.tags.match import merge_shards
+
+    m = merge_shards(list(parts), out)
+    if as_json:
+        print(json.dumps({"path": m["path"], "counts": m["counts"]}, indent=2))
+        return
+    info(f"wrote {m['path']}: {m['counts']['rows']} rows from {len(parts)} shards")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(tags_app, name="tags")

@@ -1,0 +1,1 @@
+"""Language-model access for the tag stages: LiteLLM client, response cache, offline local model."""

