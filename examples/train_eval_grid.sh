@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Train TEMA-LLM, SASRec and GRU4Rec over several seeds plus the ablations of Tables IV-VI on one dataset,
+# then evaluate every run once on the test split under both protocols and print comparison tables.
+# The runs go in parallel (JOBS at a time): on one GPU they share it, on a CPU set JOBS=1.
+#
+# Usage: bash examples/train_eval_grid.sh DATA FEATURES TAGS_ROOT OUT
+#   DATA       dataset folder (temacli data split)
+#   FEATURES   features folder (temacli features text|clip)
+#   TAGS_ROOT  folder with item_tags variants, each a sub-folder holding item_tags.parquet + tag_vocab.parquet:
+#              main/ (the default match: hybrid, weighted), keyword/ (--method keyword),
+#              topr/ (--select top-r), threshold/ (--select threshold)
+#   OUT        where the model folders, eval JSONs and logs go
+# Environment: SEEDS ("1 2 3"), EPOCHS (100), JOBS (parallel runs, 16), TRAIN_ARGS (extra train flags),
+#              TEMACLI (command, default temacli), TRAIN_LIMIT (seconds before training is stopped with
+#              Ctrl-C, which keeps the best epoch; default none)
+set -uo pipefail
+data="$1"; feats="$2"; tags="$3"; out="$4"
+seeds="${SEEDS:-1 2 3}"; epochs="${EPOCHS:-100}"; jobs="${JOBS:-16}"
+tc="${TEMACLI:-temacli}"; extra="${TRAIN_ARGS:-}"
+mkdir -p "$out"
+
+runs=()   # name|flags
+for s in $seeds; do
+    runs+=("tema_s$s|--features $feats --tags $tags/main/item_tags.parquet --seed $s")
+    runs+=("sasrec_s$s|--model sasrec --seed $s")
+    runs+=("gru4rec_s$s|--model gru4rec --seed $s")
+done
+s1="${seeds%% *}"
+# Table IV: base (no tags, one attention) < + keyword tags < + matched tags < + multi-attention (= tema)
+runs+=("abl_base_s$s1|--features $feats --attention single --streams id,tex --seed $s1")
+runs+=("abl_keyword_s$s1|--features $feats --tags $tags/keyword/item_tags.parquet --attention single --seed $s1")
+runs+=("abl_matched_s$s1|--features $feats --tags $tags/main/item_tags.parquet --attention single --seed $s1")
+# Table V: tag representation
+runs+=("abl_onehot_s$s1|--features $feats --tags $tags/main/item_tags.parquet --tag-weights onehot --seed $s1")
+runs+=("abl_multihot_s$s1|--features $feats --tags $tags/main/item_tags.parquet --tag-weights multihot --seed $s1")
+# Table VI: tag selection
+runs+=("abl_topr_s$s1|--features $feats --tags $tags/topr/item_tags.parquet --seed $s1")
+runs+=("abl_threshold_s$s1|--features $feats --tags $tags/threshold/item_tags.parquet --seed $s1")
+
+train_one() {
+    local name="${1%%|*}" flags="${1#*|}"
+    local cmd="$tc train --data $data --out $out/$name --epochs $epochs --force --quiet --json $flags $extra"
+    echo "$cmd" > "$out/$name.cmd"
+    if [ -n "${TRAIN_LIMIT:-}" ]; then
+        timeout -s INT "$TRAIN_LIMIT" $cmd > "$out/$name.train.json" 2> "$out/$name.train.log"
+    else
+        $cmd > "$out/$name.train.json" 2> "$out/$name.train.log"
+    fi
+    echo "trained $name (exit $?)"
+}
+export -f train_one; export data out epochs tc extra TRAIN_LIMIT
+printf '%s\n' "${runs[@]}" | xargs -P "$jobs" -I{} bash -c 'train_one "$@"' _ {}
+
+# every run evaluated once on test, under both protocols
+eval_one() {
+    local name="$1" p="$2"
+    [ -f "$out/$name/model.safetensors" ] || { echo "no model for $name"; return; }
+    $tc eval --model "$out/$name" --data "$data" --split test --protocol "$p" --json --out "$out/$name.test.$p.json" \
+        > /dev/null 2>> "$out/$name.eval.log" || echo "eval failed: $name $p"
+}
+export -f eval_one
+for r in "${runs[@]}"; do for p in sampled full; do echo "${r%%|*} $p"; done; done \
+    | xargs -P "$jobs" -L 1 bash -c 'eval_one "$@"' _
+for p in sampled full; do
+    for s in $seeds; do
+        $tc eval --compare "$out/tema_s$s.test.$p.json" "$out/sasrec_s$s.test.$p.json" "$out/gru4rec_s$s.test.$p.json" --markdown \
+            > "$out/compare_s$s.$p.md" 2>&1 || true
+    done
+done
+echo "grid done"
