@@ -11,6 +11,7 @@
 #              topr/ (--select top-r), threshold/ (--select threshold)
 #   OUT        where the model folders, eval JSONs and logs go
 # Environment: SEEDS ("1 2 3"), EPOCHS (100), JOBS (parallel runs, 16), TRAIN_ARGS (extra train flags),
+#              ONLY (regex of run names to run, e.g. "tema_s[0-9]+|abl_base_s1"),
 #              TEMACLI (command, default temacli), TRAIN_LIMIT (seconds before training is stopped with
 #              Ctrl-C, which keeps the best epoch; default none)
 set -uo pipefail
@@ -37,6 +38,10 @@ runs+=("abl_multihot_s$s1|--features $feats --tags $tags/main/item_tags.parquet 
 runs+=("abl_topr_s$s1|--features $feats --tags $tags/topr/item_tags.parquet --seed $s1")
 runs+=("abl_threshold_s$s1|--features $feats --tags $tags/threshold/item_tags.parquet --seed $s1")
 
+if [ -n "${ONLY:-}" ]; then  # keep only the runs whose name matches this extended regex
+    kept=(); for r in "${runs[@]}"; do [[ "${r%%|*}" =~ ^(${ONLY})$ ]] && kept+=("$r"); done; runs=("${kept[@]}")
+fi
+
 train_one() {
     local name="${1%%|*}" flags="${1#*|}"
     local cmd="$tc train --data $data --out $out/$name --epochs $epochs --force --quiet --json $flags $extra"
@@ -62,6 +67,7 @@ export -f eval_one
 for r in "${runs[@]}"; do for p in sampled full; do echo "${r%%|*} $p"; done; done \
     | xargs -P "$jobs" -L 1 bash -c 'eval_one "$@"' _
 for p in sampled full; do
+    [ -n "${ONLY:-}" ] && break
     for s in $seeds; do
         $tc eval --compare "$out/tema_s$s.test.$p.json" "$out/sasrec_s$s.test.$p.json" "$out/gru4rec_s$s.test.$p.json" --markdown \
             > "$out/compare_s$s.$p.md" 2>&1 || true

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole TEMA-LLM pipeline on the published LLMCDSR Food-Kitchen split (../shared/data/llmcdsr-food-kitchen):
+# its own train/valid/test split is kept, with its protocol's negatives (999 without replacement, history excluded).
+# Usage: bash examples/pipeline_llmcdsr.sh [RUN_DIR]      (same environment variables as pipeline_fk.sh)
+set -euo pipefail
+src="${SRC:-../shared/data/llmcdsr-food-kitchen}"
+run="${1:-runs/llmcdsr}"
+llm=(); [ -n "${MODEL:-}" ] && llm+=(--model "$MODEL"); [ -n "${API_BASE:-}" ] && llm+=(--api-base "$API_BASE")
+dev="${DEVICE:-auto}"; epochs="${EPOCHS:-100}"; seed="${SEED:-1}"; extra=(${TRAIN_ARGS:-})
+
+temacli data split --format llmcdsr "$src" --out "$run/data"
+temacli data stats "$run/data"
+
+temacli tags generate --domain food    --items "$run/data/items.parquet" --runs 5 --out "$run/tags/food.parquet" "${llm[@]}"
+temacli tags generate --domain kitchen --items "$run/data/items.parquet" --runs 5 --out "$run/tags/kitchen.parquet" "${llm[@]}"
+temacli tags match --items "$run/data/items.parquet" --tags "$run/tags/" --out "$run/tags/item_tags.parquet"
+temacli features text --items "$run/data/items.parquet" --out "$run/features" --device "$dev"
+
+temacli train --data "$run/data" --features "$run/features" --tags "$run/tags/item_tags.parquet" \
+    --out "$run/tema" --epochs "$epochs" --seed "$seed" --device "$dev" "${extra[@]}"
+temacli train --data "$run/data" --model sasrec  --out "$run/sasrec"  --epochs "$epochs" --seed "$seed" --device "$dev" "${extra[@]}"
+temacli train --data "$run/data" --model gru4rec --out "$run/gru4rec" --epochs "$epochs" --seed "$seed" --device "$dev" "${extra[@]}"
+
+for m in tema sasrec gru4rec; do
+    temacli eval --model "$run/$m" --data "$run/data" --split test --json --out "$run/$m.test.sampled.json" > /dev/null
+done
+temacli eval --compare "$run/tema.test.sampled.json" "$run/sasrec.test.sampled.json" "$run/gru4rec.test.sampled.json"
