@@ -35,7 +35,7 @@ def train(
     blocks: Optional[int] = typer.Option(None, "--blocks", help="Attention blocks per encoder (TEMA default 1, SASRec 2)."),
     heads: Optional[int] = typer.Option(None, "--heads", help="Attention heads (default 1)."),
     dropout: Optional[float] = typer.Option(None, "--dropout", help="Dropout (TEMA default 0.3 as in the paper, baselines 0.2)."),
-    ffn: Optional[bool] = typer.Option(None, "--ffn/--no-ffn", help="TEMA: feed-forward sublayer after each attention (default on)."),
+    ffn: Optional[bool] = typer.Option(None, "--ffn/--no-ffn", help="TEMA: feed-forward sublayer after each attention (default off: Eq. 10 is attention only)."),
     alpha: Optional[str] = typer.Option(None, "--alpha", help="TEMA Eq. 13 weights of id,img,tex; tag gets 1 - sum. Default 0.4,0.2,0.2."),
     lambda1: Optional[float] = typer.Option(None, "--lambda1", help="TEMA Eq. 15-16 weight of the other domain's sequence (default 0.3)."),
     lambda2: Optional[float] = typer.Option(None, "--lambda2", help="TEMA Eq. 15-16 weight of the mixed sequence (default 0.1)."),

@@ -153,6 +153,26 @@ class NegativeSpec:
     replace: bool = True
     history: tuple[np.ndarray, np.ndarray] | None = None
 
+    @classmethod
+    def for_targets(
+        cls, target: np.ndarray, n_x: int, n_y: int, n: int = N_NEGATIVES, replace: bool = True,
+        history: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> "NegativeSpec":
+        """Negatives from each target's own domain (X: ``[0, n_x)``, Y: ``[n_x, n_x + n_y)``)."""
+        target = np.asarray(target, dtype=np.int64)
+        in_y = target >= n_x
+        return cls(target, np.where(in_y, n_x, 0), np.where(in_y, n_y, n_x), n, replace=replace, history=history)
+
+    @classmethod
+    def for_split(cls, table: pa.Table, n_x: int, n_y: int, n: int = N_NEGATIVES, replace: bool = True,
+                  exclude_history: bool = False) -> "NegativeSpec":
+        """The same for a split table (its ``target`` and, to exclude them, ``history`` columns)."""
+        history = None
+        if exclude_history:
+            hist = table.column("history").combine_chunks()
+            history = (np.asarray(hist.offsets, dtype=np.int64), np.asarray(hist.values, dtype=np.int64))
+        return cls.for_targets(table.column("target").to_numpy(), n_x, n_y, n, replace, history)
+
     def draw(self, rng: np.random.Generator, sink=None):
         return sample_negatives(
             self.target, self.lo, self.size, self.n, rng, replace=self.replace, history=self.history, sink=sink
@@ -483,10 +503,8 @@ def build_from_log(
     candidates = {}
     for name in ("valid", "test"):
         u, off, vals, tgt = parts[name]
-        lo = np.where(dom_of[tgt] == 0, 0, n_x)
-        size = np.where(dom_of[tgt] == 0, n_x, n_y)
-        candidates[name] = NegativeSpec(
-            tgt, lo, size, opts.negatives, replace=opts.negatives_replace,
+        candidates[name] = NegativeSpec.for_targets(
+            tgt, n_x, n_y, opts.negatives, replace=opts.negatives_replace,
             history=(off, vals) if opts.negatives_exclude_history else None,
         )
 

@@ -12,6 +12,8 @@ position, so the tables compare models rather than losses.
 
 from __future__ import annotations
 
+import abc
+
 from dataclasses import asdict, dataclass
 
 import torch
@@ -55,16 +57,14 @@ class _DotModel(Recommender):
     def config_dict(self) -> dict:
         return self.cfg.to_dict()
 
-    def states(self, seq: torch.Tensor) -> torch.Tensor:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abc.abstractmethod
+    def states(self, seq: torch.Tensor) -> torch.Tensor:
+        """(B, L, dim) sequence states: the model's encoder (SASRec: attention, GRU4Rec: a GRU)."""
 
     def forward(self, seq: torch.Tensor, target: torch.Tensor, negatives: torch.Tensor | None = None):
-        keep, tgt, dom = self.target_positions(target)
-        order = torch.argsort(dom, stable=True)  # X targets first, then Y: each domain a slice
-        keep, tgt, dom = keep[order], tgt[order], dom[order]
-        n_x_targets = int((dom == 0).sum())
-        if keep.numel() == 0:  # no target in this (share of the) batch: a zero loss that reaches every weight
-            return sum(p.sum() for p in self.parameters()) * 0.0, 0
+        keep, tgt, dom, n_x_targets = self.ordered_targets(target)
+        if keep.numel() == 0:
+            return self.zero_loss()
         h = F.embedding(keep, self.states(seq).reshape(-1, self.cfg.dim))  # (P, D)
         t_logit = (h * self.E(tgt)).sum(-1).float()
         lse = []

@@ -11,6 +11,8 @@ A padded position attends to itself only (so no softmax row is empty); its outpu
 
 from __future__ import annotations
 
+import abc
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -117,7 +119,7 @@ def compact_right(valid: torch.Tensor) -> torch.Tensor:
     return torch.sort(valid.to(torch.int8), dim=1, stable=True).indices
 
 
-class Recommender(nn.Module):
+class Recommender(nn.Module, abc.ABC):
     """What the training loop and ``temacli.model.api`` need from every model (TEMA, SASRec, GRU4Rec).
 
     Items are global indices (X: ``0..n_x-1``, Y: ``n_x..n_x+n_y-1``); ``pad = n_x + n_y``.
@@ -139,8 +141,9 @@ class Recommender(nn.Module):
         self.n_items = self.n_x + self.n_y
         self.pad = self.n_items
 
-    def config_dict(self) -> dict:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abc.abstractmethod
+    def config_dict(self) -> dict:
+        """The model's hyper-parameters, as stored in config.json."""
 
     def target_positions(self, target: torch.Tensor):
         """Flat indices of real targets and their domains (0 = X, 1 = Y)."""
@@ -148,6 +151,17 @@ class Recommender(nn.Module):
         keep = (flat != self.pad).nonzero(as_tuple=True)[0]
         tgt = flat[keep]
         return keep, tgt, (tgt >= self.n_x).long()
+
+    def ordered_targets(self, target: torch.Tensor):
+        """Real targets sorted by domain (X first, so each domain is one slice): (keep, tgt, dom, n_x_targets)."""
+        keep, tgt, dom = self.target_positions(target)
+        order = torch.argsort(dom, stable=True)
+        keep, tgt, dom = keep[order], tgt[order], dom[order]
+        return keep, tgt, dom, int((dom == 0).sum())
+
+    def zero_loss(self):
+        """The loss of a batch (share) without targets: zero, but reaching every weight (DDP needs that)."""
+        return sum(p.sum() for p in self.parameters()) * 0.0, 0
 
     def domain_slice(self, d: int) -> slice:
         return slice(0, self.n_x) if d == 0 else slice(self.n_x, self.n_items)

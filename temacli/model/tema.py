@@ -272,12 +272,9 @@ class TEMA(Recommender):
 
     # ------------------------------------------------------------------ training loss, Eq. 14-15
     def forward(self, seq: torch.Tensor, target: torch.Tensor, negatives: torch.Tensor | None = None):
-        keep, tgt, dom = self.target_positions(target)
-        order = torch.argsort(dom, stable=True)  # X targets first, then Y: each domain a slice
-        keep, tgt, dom = keep[order], tgt[order], dom[order]
-        n_x_targets = int((dom == 0).sum())
-        if keep.numel() == 0:  # no target in this (share of the) batch: a zero loss that reaches every weight
-            return sum(p.sum() for p in self.parameters()) * 0.0, 0
+        keep, tgt, dom, n_x_targets = self.ordered_targets(target)
+        if keep.numel() == 0:
+            return self.zero_loss()
         if negatives is None:
             ids = torch.arange(self.n_items + 1, device=seq.device)
             local_seq, local_tgt, local_neg = seq, tgt, None

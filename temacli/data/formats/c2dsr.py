@@ -19,14 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from temacli.data.formats.common import check_range, default_domains, items_table, sequences_table
-from temacli.data.split import Built, NegativeSpec
+from temacli.data.formats.common import check_range, default_domains, finish, sequences_table
+from temacli.data.split import Built
 from temacli.errors import TemacliError
 
 SEQ_FILES = (("train", "traindata_new.txt"), ("valid", "validdata_new.txt"), ("test", "testdata_new.txt"))
 
 
-def _read_list(path: Path, offset: int | None = None) -> list[str]:
+def _read_list(path: Path) -> list[str]:
     rows = []
     with open(path) as f:
         for ln, line in enumerate(f, 1):
@@ -115,24 +115,9 @@ def build(folder: Path, domains: tuple[str, str] | None, seed: int = 42, negativ
         check_range(ss, n_x + n_y, p)
         splits[name] = sequences_table(us, ss, n_x, p, user_offset=offset)
         offset += len(us)
-    candidates = {}
-    for name in ("valid", "test"):
-        tgt = splits[name].column("target").to_numpy().astype(np.int64)
-        dom = (tgt >= n_x).astype(np.int64)
-        candidates[name] = NegativeSpec(
-            tgt, np.where(dom == 0, 0, n_x), np.where(dom == 0, n_x, n_y), negatives, replace=True
-        )
     titles_x = _read_titles(folder / "titles_a.tsv", n_x)
     titles_y = _read_titles(folder / "titles_b.tsv", n_y)
-    report = {
-        "format": "c2dsr",
-        "source": str(folder),
-        "missing_files": missing,
-        "items_without_title": int(sum(1 for t in titles_x + titles_y if not t)),
-        "rows": {k: v.num_rows for k, v in splits.items()},
-        "negatives": "999 per row, target's domain, with replacement, excluding only the target",
-    }
-    return Built(
-        domains=domains, items=items_table(domains, ids_x, ids_y, titles_x, titles_y), n_x=n_x, n_y=n_y,
-        splits=splits, candidates=candidates, seed=seed, report=report,
+    return finish(
+        "c2dsr", folder, domains, (ids_x, ids_y), (titles_x, titles_y), splits, seed, negatives,
+        replace=True, exclude_history=False, missing=missing, rule="with replacement, excluding only the target",
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from temacli.data.split import _split_table
+from temacli.data.split import Built, NegativeSpec, _split_table
 from temacli.errors import TemacliError
 
 
@@ -58,3 +58,27 @@ def check_range(seqs: list[np.ndarray], n_items: int, path: Path) -> None:
     for i, s in enumerate(seqs):
         if s.size and (s.min() < 0 or s.max() >= n_items):
             raise TemacliError(f"{path}: line {i + 1} has item index {int(s.max())} outside 0..{n_items - 1}")
+
+
+def finish(
+    fmt: str, folder: Path, domains: tuple[str, str], ids: tuple[list, list], titles: tuple[list, list],
+    splits: dict, seed: int, negatives: int, replace: bool, exclude_history: bool, missing: list[str], rule: str,
+) -> Built:
+    """Candidates, report and the Built dataset of an importer (negatives as the publisher's protocol)."""
+    n_x, n_y = len(ids[0]), len(ids[1])
+    candidates = {
+        name: NegativeSpec.for_split(splits[name], n_x, n_y, negatives, replace, exclude_history)
+        for name in ("valid", "test")
+    }
+    report = {
+        "format": fmt,
+        "source": str(folder),
+        "missing_files": missing,
+        "items_without_title": int(sum(1 for t in titles[0] + titles[1] if not t)),
+        "rows": {k: v.num_rows for k, v in splits.items()},
+        "negatives": f"{negatives} per row, target's domain, {rule}",
+    }
+    return Built(
+        domains=domains, items=items_table(domains, ids[0], ids[1], titles[0], titles[1]), n_x=n_x, n_y=n_y,
+        splits=splits, candidates=candidates, seed=seed, report=report,
+    )

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from temacli.data.formats.common import check_range, default_domains, items_table, sequences_table
-from temacli.data.split import Built, NegativeSpec
+from temacli.data.formats.common import check_range, default_domains, finish, sequences_table
+from temacli.data.split import Built
 from temacli.errors import TemacliError
 
 TRAIN_FILES = (("train_A.txt", "A"), ("train_B.txt", "B"), ("train_overlap.txt", "overlap"))
@@ -85,7 +85,7 @@ def build(folder: Path, domains: tuple[str, str] | None, seed: int = 42, negativ
         check_range(ss, n_x + n_y, p)
         train_users += [f"{prefix}:{u}" for u in us]
         train_seqs += ss
-    splits, parts = {}, {}
+    splits = {}
     offset = 0
     for name, fname in (("train", None), ("valid", "valid.txt"), ("test", "test.txt")):
         if name == "train":
@@ -97,25 +97,8 @@ def build(folder: Path, domains: tuple[str, str] | None, seed: int = 42, negativ
             us = [f"{name}:{u}" for u in us]
         splits[name] = sequences_table(us, ss, n_x, p, user_offset=offset)
         offset += len(us)
-    candidates = {}
-    for name in ("valid", "test"):
-        t = splits[name]
-        tgt = t.column("target").to_numpy().astype(np.int64)
-        hist = t.column("history").combine_chunks()
-        off, vals = np.asarray(hist.offsets, dtype=np.int64), np.asarray(hist.values, dtype=np.int64)
-        dom = (tgt >= n_x).astype(np.int64)
-        lo = np.where(dom == 0, 0, n_x)
-        size = np.where(dom == 0, n_x, n_y)
-        candidates[name] = NegativeSpec(tgt, lo, size, negatives, replace=False, history=(off, vals))
-    report = {
-        "format": "llmcdsr",
-        "source": str(folder),
-        "missing_files": missing,
-        "items_without_title": int(sum(1 for t in titles_x + titles_y if not t)),
-        "rows": {k: v.num_rows for k, v in splits.items()},
-        "negatives": "999 per row, target's domain, without replacement, excluding target and history",
-    }
-    return Built(
-        domains=domains, items=items_table(domains, ids_x, ids_y, titles_x, titles_y), n_x=n_x, n_y=n_y,
-        splits=splits, candidates=candidates, seed=seed, report=report,
+    return finish(
+        "llmcdsr", folder, domains, (ids_x, ids_y), (titles_x, titles_y), splits, seed, negatives,
+        replace=False, exclude_history=True, missing=missing,
+        rule="without replacement, excluding target and history",
     )
