@@ -12,12 +12,13 @@
 #   OUT        where the model folders, eval JSONs and logs go
 # Environment: SEEDS ("1 2 3"), EPOCHS (100), JOBS (parallel runs, 16), TRAIN_ARGS (extra train flags),
 #              ONLY (regex of run names to run, e.g. "tema_s[0-9]+|abl_base_s1"),
-#              TEMACLI (command, default temacli), TRAIN_LIMIT (seconds before training is stopped with
-#              Ctrl-C, which keeps the best epoch; default none)
+#              TEMACLI (command, default temacli), TIME_LIMIT (minutes per training run: no new epoch
+#              starts after it, the best epoch so far is kept; `train --time-limit`; default none)
 set -uo pipefail
 data="$1"; feats="$2"; tags="$3"; out="$4"
 seeds="${SEEDS:-1 2 3}"; epochs="${EPOCHS:-100}"; jobs="${JOBS:-16}"
 tc="${TEMACLI:-temacli}"; extra="${TRAIN_ARGS:-}"
+[ -n "${TIME_LIMIT:-}" ] && extra="--time-limit $TIME_LIMIT $extra"
 mkdir -p "$out"
 
 runs=()   # name|flags
@@ -46,14 +47,10 @@ train_one() {
     local name="${1%%|*}" flags="${1#*|}"
     local cmd="$tc train --data $data --out $out/$name --epochs $epochs --force --quiet --json $flags $extra"
     echo "$cmd" > "$out/$name.cmd"
-    if [ -n "${TRAIN_LIMIT:-}" ]; then
-        timeout -s INT "$TRAIN_LIMIT" $cmd > "$out/$name.train.json" 2> "$out/$name.train.log"
-    else
-        $cmd > "$out/$name.train.json" 2> "$out/$name.train.log"
-    fi
+    $cmd > "$out/$name.train.json" 2> "$out/$name.train.log"
     echo "trained $name (exit $?)"
 }
-export -f train_one; export data out epochs tc extra TRAIN_LIMIT
+export -f train_one; export data out epochs tc extra
 printf '%s\n' "${runs[@]}" | xargs -P "$jobs" -I{} bash -c 'train_one "$@"' _ {}
 
 # every run evaluated once on test, under both protocols

@@ -156,6 +156,33 @@ def test_resume_and_ctrl_c_give_the_uninterrupted_result(world, monkeypatch):
               inputs(), resume=True, progress=False)
 
 
+def test_time_limit_stops_between_epochs_and_resume_continues(world, capsys, monkeypatch):
+    from temacli.training import loop
+
+    clock = {"t": 0.0}
+
+    def fake_clock():  # every reading is 20 simulated seconds after the last
+        clock["t"] += 20.0
+        return clock["t"]
+
+    monkeypatch.setattr(loop.time, "perf_counter", fake_clock)
+    out = world["tmp"] / "timed"
+    args = ["train", "--data", world["ds"].path, "--out", out, "--dim", "16", "--batch-size", "8",
+            "--softmax", "sampled", "--negatives", "5", "--epochs", "6", "--quiet"]
+    code, stdout, err = run_cli(args + ["--time-limit", "1.5"], capsys)  # 90 s: stops after a few epochs, not 6
+    assert code == 0, err
+    assert "time limit reached" in stdout and "--resume" in stdout
+    summary = artifacts.read_manifest(out, stage="train")["summary"]
+    assert summary["status"] == "time limit" and 1 <= summary["epochs_run"] < 6
+    assert [r["epoch"] for r in records(out / "metrics.jsonl")] == list(range(1, summary["epochs_run"] + 1))
+    assert (out / "model.safetensors").is_file()
+
+    code, stdout, err = run_cli(args + ["--resume"], capsys)  # no limit now: runs the remaining epochs
+    assert code == 0, err
+    summary = artifacts.read_manifest(out, stage="train")["summary"]
+    assert summary["status"] == "done" and summary["epochs_run"] == 6
+
+
 def test_bad_inputs_exit_2_with_one_line(world, capsys, tmp_path):
     ds, other = world["ds"], world["other"]
     other_feats = make_features(other, tmp_path / "of")
@@ -173,6 +200,7 @@ def test_bad_inputs_exit_2_with_one_line(world, capsys, tmp_path):
         (["--model", "sasrec", "--alpha", "0.5,0.2,0.2", "--out", tmp_path / "h"], "TEMA options"),
         (["--resume", "--out", tmp_path / "i"], "--resume"),
         (["--softmax", "approx", "--out", tmp_path / "j"], "--softmax"),
+        (["--time-limit", "-1", "--out", tmp_path / "m"], "--time-limit"),
         (["--alpha", "0.7,0.3,0.3", "--out", tmp_path / "k"], "alpha"),
         (["--device", "cuda:0", "--out", tmp_path / "l"] if not torch.cuda.is_available() else ["--device", "tpu", "--out", tmp_path / "l"], "device"),
     ]

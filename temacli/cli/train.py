@@ -61,6 +61,7 @@ def train(
     eval_every: int = typer.Option(1, "--eval-every", help="Validate every N epochs (and after the last)."),
     eval_batch: int = typer.Option(512, "--eval-batch", help="Rows per validation batch."),
     threads: int = typer.Option(0, "--threads", help="CPU threads for torch (0: torch's default)."),
+    time_limit: float = typer.Option(0.0, "--time-limit", help="Minutes of training after which no new epoch starts; the best epoch so far is kept (0: no limit). Continue later with --resume."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     force: bool = typer.Option(False, "--force", help="Replace a model already in --out."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
@@ -103,7 +104,7 @@ def train(
         model=kind, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
         early_stop=early_stop, seed=seed, deterministic=deterministic, device=device, amp=amp, softmax=softmax,
         negatives=negatives, train_positions=train_positions, max_len=max_len, eval_batch=eval_batch,
-        eval_every=eval_every, threads=threads,
+        eval_every=eval_every, threads=threads, time_limit=time_limit,
     )
     inputs = ModelInputs(
         features=str(features) if features else None, tags=str(tags) if tags else None,
@@ -115,9 +116,15 @@ def train(
     elif summary:
         console.print(
             f"best epoch {summary['best_epoch']} of {summary['epochs_run']} "
-            f"({'stopped early' if summary['stopped_early'] else 'all epochs'}); model in {out}",
+            f"({_ending(summary)}); model in {out}",
             highlight=False, markup=False,
         )
+
+
+def _ending(summary: dict) -> str:
+    if summary.get("status") == "time limit":
+        return "time limit reached; continue with --resume"
+    return "stopped early" if summary["stopped_early"] else "all epochs"
 
 
 def register(app: typer.Typer) -> None:

@@ -56,6 +56,7 @@ class TrainOptions:
     eval_batch: int = 512
     eval_every: int = 1
     threads: int = 0  # torch CPU threads (0 = torch's default)
+    time_limit: float = 0.0  # minutes of training after which no new epoch starts (0 = no limit)
 
     def check(self) -> None:
         for name, value, allowed in (
@@ -71,6 +72,8 @@ class TrainOptions:
                             ("--patience", self.patience), ("--eval-every", self.eval_every), ("--eval-batch", self.eval_batch)):
             if value < 1:
                 raise TemacliError(f"{name} must be at least 1, got {value}")
+        if self.time_limit < 0 or math.isnan(self.time_limit):
+            raise TemacliError(f"--time-limit must be 0 (no limit) or a positive number of minutes, got {self.time_limit}")
         if self.softmax == "sampled" and self.negatives < 1:
             raise TemacliError(f"--negatives must be at least 1 with --softmax sampled, got {self.negatives}")
 
@@ -262,10 +265,17 @@ def train(
     display = _Display(progress and dist.main)
     summary: dict = {}
     epoch = start_epoch
+    started = time.perf_counter()
+    timed_out = False
     try:
         for epoch in range(start_epoch + 1, opts.epochs + 1):
             if tracker["stopped"]:
                 break
+            if opts.time_limit and epoch > start_epoch + 1:
+                spent = distributed.broadcast(time.perf_counter() - started, dist)
+                if spent >= opts.time_limit * 60:
+                    timed_out = True
+                    break
             model.train()
             t0 = time.perf_counter()
             total, count = 0.0, 0
@@ -303,7 +313,8 @@ def train(
                 display.end(record, ds.domains)
             tracker = distributed.broadcast(tracker, dist)
             distributed.barrier(dist)
-        summary = _finish(out, config, tracker, opts, records, ds, len(win), dist.main, status="done")
+        summary = _finish(out, config, tracker, opts, records, ds, len(win), dist.main,
+                          status="time limit" if timed_out else "done")
     except KeyboardInterrupt:
         display.close()
         if dist.main:
