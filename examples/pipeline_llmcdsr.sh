@@ -2,6 +2,9 @@
 # The whole TEMA-LLM pipeline on the published LLMCDSR Food-Kitchen split (../shared/data/llmcdsr-food-kitchen):
 # its own train/valid/test split is kept, with its protocol's negatives (999 without replacement, history excluded).
 # Usage: bash examples/pipeline_llmcdsr.sh [RUN_DIR]      (same environment variables as pipeline_fk.sh)
+# On a 2-core CPU (the recipe of docs/results.md; TEMA-LLM then takes 45 minutes, each baseline about 6):
+#   TRAIN_ARGS="--softmax sampled --dim 128 --max-len 20 --negatives 256 --threads 1 --amp off --time-limit 45" \
+#       bash examples/pipeline_llmcdsr.sh
 set -euo pipefail
 src="${SRC:-../shared/data/llmcdsr-food-kitchen}"
 run="${1:-runs/llmcdsr}"
