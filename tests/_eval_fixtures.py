@@ -18,6 +18,8 @@ import pytest
 from temacli.data.dataset import Dataset
 from temacli.data.split import SplitOptions, split_dataset
 
+from _train_fixtures import write_items  # noqa: E402  (tests/ is on sys.path for the fixture modules)
+
 
 def write_log(tmp: Path, n_users: int = 30, n_food: int = 25, n_kitchen: int = 30, seed: int = 0,
               empty_history_user: bool = False) -> tuple[Path, Path]:
@@ -43,15 +45,7 @@ def write_log(tmp: Path, n_users: int = 30, n_food: int = 25, n_kitchen: int = 3
         w = csv.writer(f)
         w.writerow(("user_id", "item_id", "domain", "timestamp"))
         w.writerows(rows)
-    items = tmp / "items.csv"
-    with open(items, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(("item_id", "domain", "title"))
-        for k in range(n_food):
-            w.writerow((f"f{k:03d}", "food", f"Food {k}"))
-        for k in range(n_kitchen):
-            w.writerow((f"k{k:03d}", "kitchen", f"Kitchen {k}"))
-    return log, items
+    return log, write_items(tmp / "items.csv", n_food, n_kitchen)
 
 
 def make_dataset(tmp: Path, name: str = "data", seed: int = 0, split: str = "loo", eval_users_frac: float = 1.0,

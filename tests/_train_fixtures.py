@@ -26,7 +26,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 AFK = SHARED / "amazon-food-kitchen"
 
 
-def _write_items(path: Path, n_food: int, n_kitchen: int) -> Path:
+def write_items(path: Path, n_food: int, n_kitchen: int) -> Path:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(("item_id", "domain", "title"))
@@ -65,7 +65,7 @@ def make_dataset(
         w = csv.writer(f)
         w.writerow(("user_id", "item_id", "domain", "timestamp"))
         w.writerows(rows)
-    items = _write_items(tmp / f"{name}-items.csv", n_food, n_kitchen)
+    items = write_items(tmp / f"{name}-items.csv", n_food, n_kitchen)
     opts = SplitOptions(domains=("food", "kitchen"), split="loo", min_user=5, min_per_domain=1, seed=seed)
     split_dataset(log, items, tmp / name, opts)
     return Dataset.open(tmp / name)
