@@ -21,9 +21,11 @@ a score of 1 means "unrelated" and is never selected; unscored tags (an LLM that
 * ``threshold``: every tag scoring at least θ (``--threshold``, default 70);
 * ``hybrid``: the R best, then every further tag scoring at least θ, up to ``--max-tags`` (default 10).
 
-Representation (``--represent``) turns the selected scores into the weights w of Eq. 3/7:
+Representation (``--represent``) turns the selected scores into the weights w of Eq. 3/7, through
+``temacli.tags.represent`` (the one implementation, also used by ``train --tag-weights``); every
+tagged item's weights sum to 1:
 
-* ``onehot``: only the best tag, weight 1 (Table V row 1);
+* ``onehot``: only the best tag (ties: the lower vocabulary index), weight 1 (Table V row 1);
 * ``multihot``: the selected tags, equal weights 1/k (row 2);
 * ``weighted``: the selected tags, weights score / sum(scores) (row 3, the paper's).
 
@@ -47,12 +49,12 @@ import pyarrow as pa
 
 from temacli import artifacts
 from temacli.errors import TemacliError
+from temacli.tags.represent import REPRESENTATIONS, represent
 from temacli.tags.store import ITEM_TAGS, TAG_VOCAB
 
 STAGE = "tags match"
 METHODS = ("embedding", "llm", "keyword")
 SELECTIONS = ("hybrid", "top-r", "threshold")
-REPRESENTATIONS = ("weighted", "multihot", "onehot")
 COS_LO, COS_HI = 0.05, 0.55  # embedding: cosine -> score mapping (documented in docs/tags.md)
 MAX_ITEM_CHARS = 500
 _STOP = {"and", "or", "of", "for", "the", "a", "an", "with", "in", "on", "to", "&", "by"}
@@ -86,14 +88,19 @@ class Selection:
 
 
 # ----------------------------------------------------------------------------- selection
-def select_and_weight(scores: np.ndarray, sel: Selection) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows, columns and weights of the selected entries of ``scores`` (n, k); NaN = unscored."""
+def select_and_weight(scores: np.ndarray, sel: Selection, tie: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows, columns and weights of the selected entries of ``scores`` (n, k); NaN = unscored.
+
+    Ties are broken by ``tie`` (the columns' vocabulary indices; default: the column), the same rule as
+    ``temacli.tags.represent`` uses, so one-hot here and one-hot in ``train`` pick the same tag.
+    """
     n, k = scores.shape
     if n == 0 or k == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
     s = np.where(np.isnan(scores), -np.inf, scores)
-    # order by score descending, ties by column (stable sort on the negated scores)
-    order = np.argsort(-s, axis=1, kind="stable")
+    tie = np.arange(k) if tie is None else np.asarray(tie)
+    # order by score descending, ties by the tie key
+    order = np.lexsort((np.broadcast_to(tie, (n, k)), -s), axis=-1)
     ranked = np.take_along_axis(s, order, axis=1)
     valid = ranked > 1.0
     pos = np.arange(k)[None, :]
@@ -109,15 +116,7 @@ def select_and_weight(scores: np.ndarray, sel: Selection) -> tuple[np.ndarray, n
     rows, ranks = np.nonzero(keep)
     cols = order[rows, ranks]
     vals = ranked[rows, ranks].astype(np.float64)
-    counts = np.bincount(rows, minlength=n)
-    if sel.represent == "onehot":
-        w = np.ones_like(vals)
-    elif sel.represent == "multihot":
-        w = 1.0 / counts[rows]
-    else:
-        sums = np.bincount(rows, weights=vals, minlength=n)
-        w = vals / sums[rows]
-    return rows.astype(np.int64), cols.astype(np.int64), w.astype(np.float32)
+    return represent(rows, cols, vals, sel.represent)
 
 
 # ----------------------------------------------------------------------------- tag lists
@@ -526,7 +525,7 @@ def match_tags(
         if not len(ids):
             continue
         mat = np.stack([scored[i] for i in ids])
-        r, c, w = select_and_weight(mat, sel)
+        r, c, w = select_and_weight(mat, sel, tie=per_domain[d])
         rows_i.append(ids[r])
         rows_t.append(per_domain[d][c])
         rows_s.append(mat[r, c])
