@@ -24,9 +24,12 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -136,16 +139,141 @@ def validate_table(table: pa.Table, contract: Contract, path: str | os.PathLike 
 
 
 # ----------------------------------------------------------------------------- atomic writes
+# Temporary names: ``.<name>.<pid>-<host>.<random>.temacli-tmp<suffix>`` (files and folders being written) and
+# ``.<name>.<pid>-<host>.<random>.temacli-old`` (a folder being swapped out). The pid and a short host tag let
+# :func:`clean_stale_temps` remove only the leftovers of writers that are no longer running.
+TEMP_MARK = ".temacli-tmp"
+OLD_MARK = ".temacli-old"
+_TEMP_RE = re.compile(
+    r"^\.(?P<name>.+)\.(?P<pid>\d+)-(?P<host>[0-9a-f]{6})\.[^.]+(?:\.temacli-tmp.*|\.temacli-old)$"
+)
+# leftovers of temacli <= 0.1.0 (mkstemp's ``.<name>.<8 random>.tmp<suffix>``, ``.old`` folders)
+_LEGACY_RE = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.(?:tmp(?:\..*)?|old)$")
+_umask_lock = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (``/proc/self/status``; elsewhere a locked swap)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _umask_lock:  # no /proc: os.umask can only be read by setting it; restore at once
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """Mode of a new output file: ``0666 & ~umask`` (0644 under the usual 022)."""
+    return 0o666 & ~current_umask()
+
+
+def dir_mode() -> int:
+    """Mode of a new output folder: ``0777 & ~umask`` (0755 under the usual 022)."""
+    return 0o777 & ~current_umask()
+
+
+def _host_tag() -> str:
+    import socket
+
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+
+
+def _temp_prefix(name: str) -> str:
+    return f".{name}.{os.getpid()}-{_host_tag()}."
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _is_stale(entry: Path, host: str, pid: int | None, max_age: float) -> bool:
+    if pid is not None and host == _host_tag():
+        return pid != os.getpid() and not _pid_alive(pid)
+    # another machine's writer (shared file system) or an old-style name: only when clearly abandoned
+    try:
+        age = time.time() - entry.lstat().st_mtime
+    except FileNotFoundError:
+        return False
+    return age > max_age
+
+
+def clean_stale_temps(
+    folder: str | os.PathLike, name: str | None = None, max_age: float = 3600.0
+) -> list[Path]:
+    """Remove the temporary files and folders that a killed atomic write left in ``folder``.
+
+    Only temacli's own temporary names are touched (see ``TEMP_MARK``): those of a writer on this
+    machine whose process is gone, and those of another machine or an older temacli that have not
+    changed for ``max_age`` seconds. With ``name`` only the leftovers of that output are removed.
+    Returns the paths removed. Every atomic write calls this for its own target first, so a stage
+    cleans up after its killed predecessor; a stage may call it for a whole folder.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    for e in entries:
+        if not e.name.startswith("."):
+            continue
+        m = _TEMP_RE.match(e.name)
+        pid: int | None
+        if m:
+            pid, host = int(m["pid"]), m["host"]
+        else:
+            m = _LEGACY_RE.match(e.name)
+            if not m:
+                continue
+            pid, host = None, ""
+        if name is not None and m["name"] != name:
+            continue
+        path = Path(e.path)
+        if not _is_stale(path, host, pid, max_age):
+            continue
+        try:
+            if e.is_dir(follow_symlinks=False):
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError:  # not ours to remove (permissions): leave it
+            continue
+        removed.append(path)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    The file gets the mode ``0666 & ~umask`` before the rename (``mkstemp`` alone would leave 0600).
+    Leftover temporary files of a killed earlier write of ``path`` are removed first.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+    clean_stale_temps(path.parent, name=path.name)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=TEMP_MARK + suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            os.chmod(tmp_path, file_mode())
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -157,17 +285,21 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
 def atomic_dir(path: str | os.PathLike, replace: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; on success it becomes ``path``.
 
-    With ``replace`` an existing ``path`` is swapped out only after the new folder is complete.
+    With ``replace`` an existing ``path`` is swapped out only after the new folder is complete. The
+    folder gets the mode ``0777 & ~umask`` before the rename (``mkdtemp`` alone would leave 0700).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    clean_stale_temps(path.parent, name=path.name)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path.name), suffix=TEMP_MARK, dir=path.parent))
     try:
+        os.chmod(tmp, dir_mode())
         yield tmp
+        os.chmod(tmp, dir_mode())
         if path.exists():
             if not replace:
                 raise TemacliError(f"{path} already exists; pass --force to replace it")
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            old = Path(tempfile.mkdtemp(prefix=_temp_prefix(path.name), suffix=OLD_MARK, dir=path.parent))
             old.rmdir()
             os.replace(path, old)
             os.replace(tmp, path)
@@ -177,6 +309,59 @@ def atomic_dir(path: str | os.PathLike, replace: bool = False) -> Iterator[Path]
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# ----------------------------------------------------------------------------- output paths
+def _nearest_existing(path: Path) -> Path:
+    p = path
+    while not os.path.lexists(p):
+        if p.parent == p:
+            break
+        p = p.parent
+    return p
+
+
+def _writable_dir(d: Path) -> bool:
+    return os.access(d, os.W_OK | os.X_OK)
+
+
+def check_output(
+    path: str | os.PathLike, kind: str = "file", flag: str = "--out", renamed: bool = False
+) -> Path:
+    """Check an output path before any work: one line (exit 2) when it cannot be written.
+
+    ``kind="file"``: refused when ``path`` is an existing folder, when a part of its parent is a file, or
+    when the folder it would be created in is not writable. ``kind="dir"``: refused when ``path`` is an
+    existing file (or below one), or when it (or, not yet existing, the folder it would be created in) is
+    not writable; ``renamed=True`` for a folder written whole by :func:`atomic_dir`, whose parent must be
+    writable too. Nothing is created. Returns ``path`` as a :class:`Path`.
+    """
+    if kind not in ("file", "dir"):
+        raise ValueError(f"check_output: kind must be 'file' or 'dir', not {kind!r}")
+    path = Path(path)
+    where = f"{flag} {path}"
+    fix = f"choose another {flag}" if flag else "choose another path"
+    if str(path) == "":
+        raise TemacliError(f"{flag or 'output path'} is empty; pass a path")
+    if os.path.lexists(path) and not path.exists():
+        raise TemacliError(f"{where}: is a broken symbolic link; remove it or {fix}")
+    if path.exists():
+        if kind == "file" and path.is_dir():
+            raise TemacliError(f"{where}: is an existing folder, expected a file; {fix} (a file name)")
+        if kind == "dir" and not path.is_dir():
+            raise TemacliError(f"{where}: is an existing file, expected a folder; remove it or {fix}")
+    anc = _nearest_existing(path.parent if kind == "file" or not path.exists() else path)
+    if not anc.is_dir():
+        raise TemacliError(f"{where}: cannot be created because {anc} is a file, not a folder; {fix}")
+    if not _writable_dir(anc):
+        raise TemacliError(f"{where}: folder {anc} is not writable (permission denied or read-only); {fix}")
+    if kind == "dir" and path.exists() and renamed:
+        parent = _nearest_existing(path.absolute().parent)
+        if not _writable_dir(parent):
+            raise TemacliError(
+                f"{where}: folder {parent} is not writable, so {path.name} cannot be replaced; {fix}"
+            )
+    return path
 
 
 def write_table(table: pa.Table, path: str | os.PathLike, contract: Contract | None = None) -> Path:

@@ -111,3 +111,151 @@ def test_manifest_and_fingerprints(tmp_path):
 def test_check_same_says_both_sides():
     with pytest.raises(TemacliError, match=r"expected aaaaaaaaaaaa, found bbbbbbbbbbbb\); rerun"):
         artifacts.check_same("items fingerprint", "sha256:" + "a" * 64, "sha256:" + "b" * 64, "x.npy", "rerun")
+
+
+# ----------------------------------------------------------------------------- modes, leftovers, output paths
+import os
+import signal
+import subprocess
+import sys
+
+from temacli.errors import TemacliError as _TE  # noqa: E402  (same class, local name for the tests below)
+
+
+@pytest.fixture
+def umask027():
+    old = os.umask(0o027)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _mode(p) -> int:
+    return os.stat(p).st_mode & 0o777
+
+
+def test_current_umask_reads_without_changing(umask027):
+    assert artifacts.current_umask() == 0o027
+    assert artifacts.current_umask() == 0o027  # reading left it as it was
+    assert artifacts.file_mode() == 0o640 and artifacts.dir_mode() == 0o750
+
+
+def test_outputs_honour_the_umask(tmp_path, umask027):
+    artifacts.write_table(pa.table({"a": pa.array([1], pa.int32()), "b": ["x"]}), tmp_path / "t.parquet", C)
+    artifacts.write_npy(np.zeros(3), tmp_path / "z.npy")
+    with artifacts.npy_writer(tmp_path / "m.npy", (2, 2), np.float32) as mm:
+        mm[:] = 1
+    artifacts.write_json({"k": 1}, tmp_path / "j.json")
+    with artifacts.atomic_dir(tmp_path / "ds") as d:
+        (d / "inner").write_text("x")
+    for f in ("t.parquet", "z.npy", "m.npy", "j.json"):
+        assert _mode(tmp_path / f) == 0o640, f
+    assert _mode(tmp_path / "ds") == 0o750
+    os.umask(0o022)
+    artifacts.write_npy(np.zeros(3), tmp_path / "z.npy")  # a rewrite takes the umask of its own run
+    with artifacts.atomic_dir(tmp_path / "ds", replace=True):
+        pass
+    assert _mode(tmp_path / "z.npy") == 0o644 and _mode(tmp_path / "ds") == 0o755
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_clean_stale_temps_removes_only_abandoned_leftovers(tmp_path):
+    host = artifacts._host_tag()
+    dead, alive = _dead_pid(), os.getppid()
+    names = {
+        "dead": f".x.npy.{dead}-{host}.abc123.temacli-tmp.npy",
+        "dead_dir": f".ds.{dead}-{host}.abc123.temacli-tmp",
+        "dead_old": f".ds.{dead}-{host}.zzz.temacli-old",
+        "alive": f".x.npy.{alive}-{host}.abc124.temacli-tmp.npy",
+        "mine": f".x.npy.{os.getpid()}-{host}.abc125.temacli-tmp.npy",
+        "other_host_new": f".x.npy.{dead}-000000.abc126.temacli-tmp.npy",
+        "other_host_old": f".x.npy.{dead}-000001.abc127.temacli-tmp.npy",
+        "legacy_old": ".y.parquet.k2j4h5g6.tmp",
+        "legacy_new": ".y.parquet.a1b2c3d4.tmp",
+        "user_file": ".hidden",
+        "plain": "x.npy",
+    }
+    for k, n in names.items():
+        if k == "dead_dir" or k == "dead_old":
+            (tmp_path / n).mkdir()
+            (tmp_path / n / "big").write_bytes(b"0" * 100)
+        else:
+            (tmp_path / n).write_bytes(b"half")
+    for k in ("other_host_old", "legacy_old"):
+        os.utime(tmp_path / names[k], (0, 0))
+    removed = artifacts.clean_stale_temps(tmp_path, name="x.npy")
+    assert sorted(p.name for p in removed) == sorted([names["dead"], names["other_host_old"]])
+    removed = artifacts.clean_stale_temps(tmp_path)
+    assert sorted(p.name for p in removed) == sorted([names["dead_dir"], names["dead_old"], names["legacy_old"]])
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted(names[k] for k in ("alive", "mine", "other_host_new", "legacy_new", "user_file", "plain"))
+    assert artifacts.clean_stale_temps(tmp_path / "missing") == []
+
+
+def test_a_killed_write_leaves_a_temp_that_the_next_write_removes(tmp_path):
+    target = tmp_path / "ckpt.npy"
+    code = (
+        "import os, signal, sys\n"
+        "from temacli import artifacts\n"
+        "with artifacts.atomic_path(sys.argv[1], suffix='.npy') as tmp:\n"
+        "    tmp.write_bytes(b'0' * 100000)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code, str(target)])
+    assert res.returncode == -signal.SIGKILL
+    left = list(tmp_path.iterdir())
+    assert len(left) == 1 and artifacts.TEMP_MARK in left[0].name and left[0].name.startswith(".ckpt.npy.")
+    artifacts.write_npy(np.ones(2), target)
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.npy"]
+
+
+def _unwritable_dir(tmp_path):
+    """A folder this process cannot write in: chmod 555 as a user; a read-only mount as root."""
+    if os.geteuid() != 0:
+        d = tmp_path / "ro"
+        d.mkdir()
+        d.chmod(0o555)
+        return d
+    for cand in ("/proc/sys", "/sys"):
+        if os.path.isdir(cand) and not os.access(cand, os.W_OK):
+            return Path(cand)
+    pytest.skip("running as root without a read-only folder")
+
+
+from pathlib import Path  # noqa: E402
+
+
+def test_check_output_refuses_what_cannot_be_written(tmp_path):
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    d = tmp_path / "folder"
+    d.mkdir()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    cases = [
+        (f, "dir", "--out {}: is an existing file, expected a folder"),
+        (d, "file", "--out {}: is an existing folder, expected a file"),
+        (f / "sub" / "x.parquet", "file", "--out {}: cannot be created because " + str(f) + " is a file"),
+        (f / "sub", "dir", "--out {}: cannot be created because " + str(f) + " is a file"),
+    ]
+    for path, kind, msg in cases:
+        with pytest.raises(_TE) as e:
+            artifacts.check_output(path, kind)
+        assert str(e.value).startswith(msg.format(path)) and "\n" not in str(e.value), (path, kind)
+    ro = _unwritable_dir(tmp_path)
+    for path, kind in ((ro / "x.parquet", "file"), (ro / "new" / "deeper", "dir"), (ro, "dir")):
+        with pytest.raises(_TE, match="is not writable"):
+            artifacts.check_output(path, kind, flag="--out")
+    with pytest.raises(_TE, match=r"^--model-out "):
+        artifacts.check_output(d, "file", flag="--model-out")
+    # what can be written passes and nothing is created
+    assert artifacts.check_output(tmp_path / "new" / "deeper" / "x.json", "file") == tmp_path / "new" / "deeper" / "x.json"
+    artifacts.check_output(d, "dir", renamed=True)
+    artifacts.check_output(f, "file")
+    artifacts.check_output(tmp_path / "a" / "b", "dir")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

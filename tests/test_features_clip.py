@@ -270,7 +270,7 @@ def test_interrupted_rewrite_leaves_no_manifest(tmp_path, small_clip, monkeypatc
     with pytest.raises(KeyboardInterrupt):
         fclip.compute_clip_features(data, out, modality="text", clip=small_clip, force=True)
     assert not (out / "text.npy.manifest.json").exists()  # old manifest gone: load refuses
-    assert not list(out.glob(".*.tmp*"))  # no temporary leftovers
+    assert not [p for p in out.iterdir() if artifacts.TEMP_MARK in p.name]  # no temporary leftovers
     with pytest.raises(TemacliError, match="manifest not found"):
         store.load_modality(out, "text", Dataset.open(data))
 
