@@ -8,11 +8,12 @@ scored against that state (never one forward pass per candidate).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
-from temacli.evaluation.metrics import rank_of_target
+from temacli.evaluation.ranking import DEFAULT_CHUNK, item_pairs, rank_against, rank_domain
 
 
 class Scorer(Protocol):
@@ -34,24 +35,55 @@ class Scorer(Protocol):
     def score_items(self, state: Any, items: np.ndarray) -> np.ndarray: ...
 
 
-def sampled_ranks(
+@dataclass
+class RankStats:
+    """Ranks of evaluation rows with what a reviewer needs to trust them (arrays aligned with the rows).
+
+    ``ties``: candidates scoring exactly the target's score (ties favour the target, so a scorer
+    that gives every item the same score ranks every target first: a high share of rows with
+    ``ties > 0`` says so); ``nan_candidates``: candidate scores that were NaN (they never beat the
+    target); ``nan_target``: the target scored NaN (ranked last); ``n_candidates``: the items each
+    target was ranked against.
+    """
+
+    ranks: np.ndarray
+    ties: np.ndarray
+    nan_candidates: np.ndarray
+    nan_target: np.ndarray
+    n_candidates: np.ndarray
+
+
+def _advance(progress, n: int) -> None:
+    """``progress``: a :class:`temacli.progress.Progress` (``advance(n)``), a plain callable ``f(n)`` or None."""
+    if progress is None:
+        return
+    if hasattr(progress, "advance"):
+        progress.advance(n)
+    else:
+        progress(n)
+
+
+def sampled_rank_stats(
     scorer: Scorer,
     split,
     candidates: np.ndarray,
     batch_size: int = 512,
     rows: np.ndarray | None = None,
-    progress: Callable[[int], None] | None = None,
-    nan_rows: list | None = None,
-) -> np.ndarray:
-    """Rank of each row's target among its stored negatives (1 = best; ties favour the target).
+    progress=None,
+) -> RankStats:
+    """The sampled protocol: each row's target among its stored negatives, with tie and NaN counts.
 
-    ``split`` is a :class:`temacli.data.dataset.Split`; ``candidates`` its (rows, 999) negatives.
-    Returns int64 ranks aligned with ``rows`` (all rows by default). When ``nan_rows`` is a list,
-    the split rows whose target scored NaN (ranked last) are appended to it.
+    ``split`` is a :class:`temacli.data.dataset.Split`; ``candidates`` its (rows, c) negatives.
+    Each batch is encoded once and the target with its negatives scored in one
+    ``score_candidates`` call. ``progress.advance(k)`` after each batch of ``k`` rows (the caller
+    starts and finishes the phase).
     """
     n = len(split)
     rows = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
     ranks = np.empty(len(rows), dtype=np.int64)
+    ties = np.empty(len(rows), dtype=np.int64)
+    nan_c = np.empty(len(rows), dtype=np.int64)
+    nan_t = np.zeros(len(rows), dtype=bool)
     for start in range(0, len(rows), batch_size):
         sel = rows[start : start + batch_size]
         hist = split.padded(sel, scorer.max_len, scorer.pad)
@@ -61,57 +93,58 @@ def sampled_ranks(
             [split.target[sel].astype(np.int64)[:, None], np.asarray(candidates[sel], dtype=np.int64)], axis=1
         )
         scores = np.asarray(scorer.score_candidates(state, items), dtype=np.float64)
-        ranks[start : start + len(sel)] = rank_of_target(scores[:, 0], scores[:, 1:])
-        if nan_rows is not None:
-            nan_rows.extend(int(i) for i in sel[np.isnan(scores[:, 0])])
-        if progress is not None:
-            progress(len(sel))
-    return ranks
+        part = slice(start, start + len(sel))
+        ranks[part], ties[part], nan_c[part] = rank_against(scores[:, 0], scores[:, 1:])
+        nan_t[part] = np.isnan(scores[:, 0])
+        _advance(progress, len(sel))
+    n_cand = np.full(len(rows), int(np.asarray(candidates).shape[1]), dtype=np.int64)
+    return RankStats(ranks, ties, nan_c, nan_t, n_cand)
+
+
+def sampled_ranks(
+    scorer: Scorer,
+    split,
+    candidates: np.ndarray,
+    batch_size: int = 512,
+    rows: np.ndarray | None = None,
+    progress=None,
+    nan_rows: list | None = None,
+) -> np.ndarray:
+    """Rank of each row's target among its stored negatives (1 = best; ties favour the target).
+
+    Returns int64 ranks aligned with ``rows`` (all rows by default). When ``nan_rows`` is a list,
+    the split rows whose target scored NaN (ranked last) are appended to it. See
+    :func:`sampled_rank_stats` for the tie and NaN counts.
+    """
+    rows_ = np.arange(len(split)) if rows is None else np.asarray(rows, dtype=np.int64)
+    st = sampled_rank_stats(scorer, split, candidates, batch_size=batch_size, rows=rows_, progress=progress)
+    if nan_rows is not None:
+        nan_rows.extend(int(i) for i in rows_[st.nan_target])
+    return st.ranks
 
 
 # ----------------------------------------------------------------------------- full ranking
-def _history_pairs(split, sel: np.ndarray, lo: int, hi: int, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(row-in-batch, item) pairs of each row's history items inside [lo, hi), the target excluded."""
-    rr, ii = [], []
-    for j, i in enumerate(sel):
-        h = split.history(int(i))
-        h = np.unique(h[(h >= lo) & (h < hi) & (h != target[j])])
-        rr.append(np.full(h.size, j, dtype=np.int64))
-        ii.append(h.astype(np.int64))
-    if not rr:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    return np.concatenate(rr), np.concatenate(ii)
-
-
-def full_ranks(
+def full_rank_stats(
     scorer: Scorer,
     split,
     domain_ranges: tuple[tuple[int, int], tuple[int, int]],
     rows: np.ndarray | None = None,
     exclude_history: bool = True,
     batch_size: int = 256,
-    chunk_size: int = 32768,
-    progress: Callable[[int], None] | None = None,
-    nan_rows: list | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Rank of each row's target among *all* items of its domain (1 = best; ties favour the target).
+    chunk_size: int = DEFAULT_CHUNK,
+    progress=None,
+) -> RankStats:
+    """The full protocol: each row's target among *all* items of its domain, with tie and NaN counts.
 
     ``domain_ranges[d]`` is ``[lo, hi)`` of domain ``d``'s item indices. Rows are grouped by target
     domain, each batch is encoded once, and the domain's items are scored ``chunk_size`` at a time
-    with :meth:`Scorer.score_items`, so memory stays at ``batch_size x chunk_size`` scores whatever
-    the catalogue size. Each chunk is scored together with the batch's targets, so a target is
-    compared with items scored in the same call. With ``exclude_history`` the items of the row's own
-    history (other than the target itself) are not candidates.
-
-    Returns ``(ranks, n_candidates)``: int64 ranks aligned with ``rows`` and the number of items
-    each target was ranked against (the domain's items minus the target and excluded history items).
-    A NaN target score ranks last (its row is appended to ``nan_rows`` when given); NaN item
-    scores never beat the target.
+    by the ranking core (:func:`temacli.evaluation.ranking.rank_domain`). With ``exclude_history``
+    the items of the row's own history (other than the target itself) are not candidates.
     """
     n = len(split)
     rows = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
-    ranks = np.empty(len(rows), dtype=np.int64)
-    n_cand = np.empty(len(rows), dtype=np.int64)
+    out = {k: np.zeros(len(rows), dtype=np.int64) for k in ("ranks", "ties", "nan_candidates", "n_candidates")}
+    nan_t = np.zeros(len(rows), dtype=bool)
     dom_all = np.asarray(split.target_domain)[rows].astype(np.int64)
     for d in (0, 1):
         lo, hi = domain_ranges[d]
@@ -125,36 +158,42 @@ def full_ranks(
                 bad = sel[(tgt < lo) | (tgt >= hi)][0]
                 raise ValueError(f"row {bad}: target {split.target[bad]} is outside domain {d}'s items [{lo}, {hi})")
             state = scorer.encode(split.padded(sel, scorer.max_len, scorer.pad), np.full(b, d, dtype=np.int64))
-            if exclude_history:
-                hr, hi_items = _history_pairs(split, sel, lo, hi, tgt)
-            else:
-                hr, hi_items = np.empty(0, np.int64), np.empty(0, np.int64)
-            higher = np.zeros(b, dtype=np.int64)
-            t_nan = np.zeros(b, dtype=bool)
-            ar = np.arange(b)
-            for c0 in range(lo, hi, chunk_size):
-                c1 = min(c0 + chunk_size, hi)
-                items = np.concatenate([np.arange(c0, c1, dtype=np.int64), tgt])
-                s = np.asarray(scorer.score_items(state, items), dtype=np.float32)
-                m = c1 - c0
-                t = s[ar, m + ar]
-                sc = s[:, :m]  # a view: masked in place below
-                inside = (tgt >= c0) & (tgt < c1)
-                sc[ar[inside], tgt[inside] - c0] = -np.inf  # the target is not its own competitor
-                if hr.size:
-                    k = (hi_items >= c0) & (hi_items < c1)
-                    sc[hr[k], hi_items[k] - c0] = -np.inf
-                higher += (sc > t[:, None]).sum(axis=1)
-                t_nan |= np.isnan(t)
-            excluded = np.bincount(hr, minlength=b) if hr.size else np.zeros(b, dtype=np.int64)
-            cand = (hi - lo) - 1 - excluded
-            ranks[pos] = np.where(t_nan, cand, higher) + 1
-            n_cand[pos] = cand
-            if nan_rows is not None:
-                nan_rows.extend(int(i) for i in sel[t_nan])
-            if progress is not None:
-                progress(b)
-    return ranks, n_cand
+            exclude = item_pairs([split.history(int(i)) for i in sel], lo, hi, keep=tgt) if exclude_history else None
+            r = rank_domain(scorer, state, lo, hi, targets=tgt, exclude=exclude, chunk_size=chunk_size)
+            out["ranks"][pos] = r.ranks
+            out["ties"][pos] = r.ties
+            out["nan_candidates"][pos] = r.nan_candidates
+            out["n_candidates"][pos] = r.n_candidates
+            nan_t[pos] = np.isnan(r.target_score)
+            _advance(progress, b)
+    return RankStats(out["ranks"], out["ties"], out["nan_candidates"], nan_t, out["n_candidates"])
+
+
+def full_ranks(
+    scorer: Scorer,
+    split,
+    domain_ranges: tuple[tuple[int, int], tuple[int, int]],
+    rows: np.ndarray | None = None,
+    exclude_history: bool = True,
+    batch_size: int = 256,
+    chunk_size: int = DEFAULT_CHUNK,
+    progress=None,
+    nan_rows: list | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rank of each row's target among *all* items of its domain (1 = best; ties favour the target).
+
+    Memory stays at ``batch_size x chunk_size`` scores whatever the catalogue size; each chunk is
+    scored together with the batch's targets. Returns ``(ranks, n_candidates)``: int64 ranks aligned
+    with ``rows`` and the number of items each target was ranked against (the domain's items minus
+    the target and excluded history items). A NaN target score ranks last (its row is appended to
+    ``nan_rows`` when given); NaN item scores never beat the target. See :func:`full_rank_stats`.
+    """
+    rows_ = np.arange(len(split)) if rows is None else np.asarray(rows, dtype=np.int64)
+    st = full_rank_stats(scorer, split, domain_ranges, rows=rows_, exclude_history=exclude_history,
+                         batch_size=batch_size, chunk_size=chunk_size, progress=progress)
+    if nan_rows is not None:
+        nan_rows.extend(int(i) for i in rows_[st.nan_target])
+    return st.ranks, st.n_candidates
 
 
 # ----------------------------------------------------------------------------- per-domain models
