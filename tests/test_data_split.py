@@ -331,25 +331,6 @@ def test_c2dsr_import_matches_published_counts(tmp_path, capsys):
     assert last_field_item >= ds.n_x  # the file's last field is a kitchen item
 
 
-@pytest.mark.skipif(not (SHARED / "llmcdsr-food-kitchen").is_dir(), reason="shared data not present")
-def test_llmcdsr_import_keeps_published_split(tmp_path, capsys):
-    code, _, err = run_cli(["data", "split", "--format", "llmcdsr", SHARED / "llmcdsr-food-kitchen", "--out", tmp_path / "l"], capsys)
-    assert code == 0, err
-    ds = Dataset.open(tmp_path / "l")
-    assert (ds.n_x, ds.n_y) == (8661, 27637)
-    assert (len(ds.split("train")), len(ds.split("valid")), len(ds.split("test"))) == (5472 + 38191 + 7501, 960, 937)
-    te = ds.split("test")
-    line = (SHARED / "llmcdsr-food-kitchen" / "test.txt").read_text().splitlines()[0]
-    seq = [int(x) for x in line.split("\t")[1].split(",")]
-    assert te.sequence(0).tolist() == seq and te.user_id[0] == "test:" + line.split("\t")[0]
-    c = ds.candidates("test")
-    for i in range(len(te)):
-        assert len(set(c[i].tolist())) == 999  # without replacement
-        assert not set(c[i].tolist()) & set(te.sequence(i).tolist())  # target and history excluded
-    titles = ds.items.column("title").to_pylist()
-    assert titles[0].startswith("Enfamil")
-
-
 @pytest.mark.skipif(not (SHARED / "amazon-food-kitchen").is_dir(), reason="shared data not present")
 def test_real_log_slice(tmp_path):
     src = SHARED / "amazon-food-kitchen" / "interactions.csv"

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from temacli.cli._console import console, info
+from temacli.cli._console import console, err, info
 
 data_app = typer.Typer(
     help=(
@@ -28,6 +28,17 @@ def _domains(value: Optional[str]) -> Optional[tuple[str, str]]:
     return parts  # type: ignore[return-value]
 
 
+# ranges quoted in --help; the library checks the same ranges (temacli.data.build.RANGES) before any work
+_R = {
+    "--min-user-interactions": "integer >= 1",
+    "--min-domain-interactions": "integer >= 0",
+    "--min-item-interactions": "integer >= 1",
+    "--seed": "integer >= 0",
+    "--valid-frac": "number in (0, 1)",
+    "--eval-users-frac": "number in (0, 1]",
+}
+
+
 @data_app.command("split")
 def split(
     source: Optional[Path] = typer.Argument(
@@ -40,17 +51,17 @@ def split(
     domains: Optional[str] = typer.Option(
         None, "--domains", help="The two domain labels, X first (e.g. food,kitchen). Importers default to the folder name."
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="Output dataset folder."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output dataset folder (created; its parent must be writable)."),
     fmt: str = typer.Option("log", "--format", help="log (a raw interaction log), llmcdsr or c2dsr (published splits)."),
     split_mode: str = typer.Option("loo", "--split", help="loo: leave-one-out per user; c2dsr: one evaluation instance per user, users split between valid and test."),
-    min_user: int = typer.Option(10, "--min-user-interactions", help="Drop users with fewer interactions in total."),
-    min_domain: int = typer.Option(3, "--min-domain-interactions", help="Drop users with fewer interactions in either domain."),
-    min_item: int = typer.Option(1, "--min-item-interactions", help="Drop items with fewer interactions (1 keeps all)."),
-    seed: int = typer.Option(42, "--seed", help="Seed of the candidate draw (and of the c2dsr user partition)."),
-    replace: bool = typer.Option(True, "--negatives-replace/--negatives-no-replace", help="Draw negatives with replacement (C2DSR) or without (LLMCDSR)."),
-    exclude_history: bool = typer.Option(False, "--negatives-exclude-history", help="Never draw an item from the user's history as a negative."),
-    valid_frac: float = typer.Option(0.5, "--valid-frac", help="c2dsr split: share of evaluation users put in validation."),
-    eval_frac: float = typer.Option(1.0, "--eval-users-frac", help="c2dsr split: share of users with an evaluation instance (the rest only train)."),
+    min_user: int = typer.Option(10, "--min-user-interactions", help=f"Drop users with fewer interactions in total ({_R['--min-user-interactions']})."),
+    min_domain: int = typer.Option(3, "--min-domain-interactions", help=f"Drop users with fewer interactions in either domain ({_R['--min-domain-interactions']})."),
+    min_item: int = typer.Option(1, "--min-item-interactions", help=f"Drop items with fewer interactions; 1 keeps all ({_R['--min-item-interactions']})."),
+    seed: int = typer.Option(42, "--seed", help=f"Seed of the candidate draw and of the c2dsr user partition ({_R['--seed']})."),
+    replace: bool = typer.Option(True, "--negatives-replace/--negatives-no-replace", help="Raw log: draw negatives with replacement (C2DSR) or without (LLMCDSR). Importers follow their publisher."),
+    exclude_history: bool = typer.Option(False, "--negatives-exclude-history", help="Never draw an item of the user's history as a negative (raw log, or --format llmcdsr; not the published LLMCDSR protocol, which excludes only the target)."),
+    valid_frac: float = typer.Option(0.5, "--valid-frac", help=f"c2dsr split: share of evaluation users put in validation ({_R['--valid-frac']})."),
+    eval_frac: float = typer.Option(1.0, "--eval-users-frac", help=f"c2dsr split: share of users with an evaluation instance, the rest only train ({_R['--eval-users-frac']})."),
     user_col: str = typer.Option("user_id", "--user-col"),
     item_col: str = typer.Option("item_id", "--item-col"),
     domain_col: str = typer.Option("domain", "--domain-col"),
@@ -61,6 +72,7 @@ def split(
     image_col: str = typer.Option("image", "--image-col"),
     force: bool = typer.Option(False, "--force", help="Replace an output folder that holds a different dataset."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest's counts and report as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
     """Split a raw interaction log (or import a published split) into the dataset folder.
 
@@ -68,10 +80,12 @@ def split(
 
     Example: temacli data split --format llmcdsr ../shared/data/llmcdsr-food-kitchen --out runs/llmcdsr/data
     """
+    from temacli.cli._console import RichProgress
     from temacli.data import split as lib
     from temacli.errors import TemacliError
 
     doms = _domains(domains)
+    progress = RichProgress(enabled=not (quiet or as_json))
     if fmt == "log":
         if interactions is None:
             raise TemacliError("--interactions is required (or --format llmcdsr|c2dsr FOLDER to import a published split)")
@@ -86,24 +100,37 @@ def split(
             domain_col=domain_col, time_col=time_col, item_id_col=item_id_col, title_col=title_col,
             description_col=description_col, image_col=image_col,
         )
-        with console.status("splitting", spinner="dots") as status:
-            m = lib.split_dataset(interactions, items, out, opts, force=force, progress=lambda s: status.update(s))
-    elif fmt in lib.IMPORT_FORMATS:
+        try:
+            m = lib.split_dataset(interactions, items, out, opts, force=force, progress=progress)
+        finally:
+            progress.finish()
+    else:
+        from temacli.data import formats
+
+        if fmt not in formats.IMPORT_FORMATS:
+            raise TemacliError(f"unknown --format '{fmt}'; choose log, {', '.join(formats.IMPORT_FORMATS)}")
         if source is None:
             raise TemacliError(f"--format {fmt} needs the benchmark folder as argument")
-        with console.status(f"importing {fmt}", spinner="dots"):
-            m = lib.import_dataset(fmt, source, out, domains=doms, seed=seed, force=force)
-    else:
-        raise TemacliError(f"unknown --format '{fmt}'; choose log, llmcdsr or c2dsr")
+        if interactions is not None or items is not None:
+            raise TemacliError(f"--format {fmt} reads its own files from the folder; drop --interactions/--items")
+        try:
+            m = formats.import_dataset(
+                fmt, source, out, domains=doms, seed=seed, force=force,
+                exclude_history=True if exclude_history else None, progress=progress,
+            )
+        finally:
+            progress.finish()
+    r = m["report"]
+    for name in r.get("missing_files") or []:
+        err(f"warning: {Path(source) / name} is missing: imported without it (see report.json)")
     if as_json:
-        console.print_json(json.dumps({"out": str(out), "counts": m["counts"], "report": m["report"]}))
+        console.print_json(json.dumps({"out": str(out), "counts": m["counts"], "report": r}))
         return
     c = m["counts"]
     info(
         f"[green]wrote[/] {out}: {c['n_items_x']:,} {c['domains'][0]} + {c['n_items_y']:,} {c['domains'][1]} items, "
         f"{c['n_users']:,} users; rows train {c['rows_train']:,} / valid {c['rows_valid']:,} / test {c['rows_test']:,}"
     )
-    r = m["report"]
     notes = []
     if r.get("duplicate_rows_dropped"):
         notes.append(f"{r['duplicate_rows_dropped']:,} duplicate rows dropped")
@@ -112,13 +139,19 @@ def split(
         notes.append(f"filtering dropped {dropped:,} interactions in {len(r['filter_rounds'])} rounds")
     if r.get("items_missing_from_items_table"):
         notes.append(f"{r['items_missing_from_items_table']:,} items not in the items table (empty text)")
-    if r.get("items_without_title"):
+    by_dom = r.get("items_without_title_by_domain")
+    if by_dom and any(by_dom.values()):
+        notes.append("items without a title: " + ", ".join(f"{d} {n:,}" for d, n in by_dom.items()))
+    elif r.get("items_without_title"):
         notes.append(f"{r['items_without_title']:,} items without a title")
-    if r.get("missing_files"):
-        notes.append("missing files: " + ", ".join(r["missing_files"]))
+    unseen = r.get("items_in_no_file_by_domain")
+    if unseen and any(unseen.values()):
+        notes.append("items in no sequence file: " + ", ".join(f"{d} {n:,}" for d, n in unseen.items()))
+    if r.get("negatives"):
+        notes.append(f"negatives: {r['negatives']}")
     for n in notes:
-        info(f"  {n}")
-    info(f"  details: {Path(out) / 'report.json'}; Table I: temacli data stats {out}")
+        err(f"  {n}")
+    err(f"  details: {Path(out) / 'report.json'}; Table I: temacli data stats {out}")
 
 
 @data_app.command("stats")

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from temacli.data.formats.common import check_range, default_domains, finish, sequences_table
-from temacli.data.split import Built
+from temacli.data.build import Built
 from temacli.errors import TemacliError
 
 SEQ_FILES = (("train", "traindata_new.txt"), ("valid", "validdata_new.txt"), ("test", "testdata_new.txt"))

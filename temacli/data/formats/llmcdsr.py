@@ -5,8 +5,16 @@ Files: ``num.txt`` (nA, nB), ``items_A.tsv``/``items_B.tsv`` (index, asin, title
 ``user<TAB>i1,i2,...`` (B items offset by nA). The publishers' split is kept: each line's last item
 is its target; training lines become training rows the same way. User ids are prefixed by their file
 (``A:1``, ``overlap:1``, ``valid:1``, ...) because each file numbers its users from 1.
-Negatives follow the published protocol: 999 per row from the target's domain, *without*
-replacement, excluding the target and the user's history, drawn once from ``seed`` (default 42).
+
+Negatives follow the published protocol: 999 per row, uniform from the target's domain, *without*
+replacement, excluding only the target (items of the user's history may be drawn), drawn once from
+``seed`` (default 42) and stored. ``exclude_history=True`` (``--negatives-exclude-history``) also keeps
+the user's history out: an easier protocol than the published one, for comparisons with tools that use it.
+
+A published folder may lack training files (``train_A.txt``, ``train_B.txt``, ``train_overlap.txt``):
+what is there is imported and the missing files are named in the report and the manifest's counts.
+``valid.txt``, ``test.txt``, ``num.txt`` and both item files are required. Item files may have no titles
+(``index<TAB>asin`` lines, or an empty third field): those items get an empty title, counted per domain.
 """
 
 from __future__ import annotations
@@ -16,10 +24,15 @@ from pathlib import Path
 import numpy as np
 
 from temacli.data.formats.common import check_range, default_domains, finish, sequences_table
-from temacli.data.split import Built
+from temacli.data.build import Built
 from temacli.errors import TemacliError
 
 TRAIN_FILES = (("train_A.txt", "A"), ("train_B.txt", "B"), ("train_overlap.txt", "overlap"))
+EXCLUDE_HISTORY_DEFAULT = False  # the published rule: only the target is excluded
+RULES = {
+    False: "without replacement, excluding only the target (the published protocol)",
+    True: "without replacement, excluding the target and the user's history (not the published protocol)",
+}
 
 
 def _read_lines(path: Path) -> tuple[list[str], list[np.ndarray]]:
@@ -59,7 +72,10 @@ def _read_items(path: Path, n: int) -> tuple[list[str], list[str]]:
     return ids, titles
 
 
-def build(folder: Path, domains: tuple[str, str] | None, seed: int = 42, negatives: int = 999) -> Built:
+def build(
+    folder: Path, domains: tuple[str, str] | None, seed: int = 42, negatives: int = 999,
+    exclude_history: bool = EXCLUDE_HISTORY_DEFAULT,
+) -> Built:
     folder = Path(folder)
     if not folder.is_dir():
         raise TemacliError(f"{folder}: folder not found; give the LLMCDSR data folder (with num.txt)")
@@ -75,7 +91,7 @@ def build(folder: Path, domains: tuple[str, str] | None, seed: int = 42, negativ
     ids_x, titles_x = _read_items(folder / "items_A.tsv", n_x)
     ids_y, titles_y = _read_items(folder / "items_B.tsv", n_y)
 
-    train_users, train_seqs, missing = [], [], []
+    train_users, train_seqs, missing, by_file = [], [], [], {}
     for fname, prefix in TRAIN_FILES:
         p = folder / fname
         if not p.is_file():
@@ -85,6 +101,7 @@ def build(folder: Path, domains: tuple[str, str] | None, seed: int = 42, negativ
         check_range(ss, n_x + n_y, p)
         train_users += [f"{prefix}:{u}" for u in us]
         train_seqs += ss
+        by_file[fname] = len(us)
     splits = {}
     offset = 0
     for name, fname in (("train", None), ("valid", "valid.txt"), ("test", "test.txt")):
@@ -99,6 +116,6 @@ def build(folder: Path, domains: tuple[str, str] | None, seed: int = 42, negativ
         offset += len(us)
     return finish(
         "llmcdsr", folder, domains, (ids_x, ids_y), (titles_x, titles_y), splits, seed, negatives,
-        replace=False, exclude_history=True, missing=missing,
-        rule="without replacement, excluding target and history",
+        replace=False, exclude_history=bool(exclude_history), missing=missing, rule=RULES[bool(exclude_history)],
+        extra_report={"train_rows_by_file": by_file},
     )
