@@ -9,8 +9,10 @@ line that names the two runs and what differs.
 from __future__ import annotations
 
 import math
+import re
 
 from temacli.errors import TemacliError
+from temacli.evaluation.metrics import MAX_K
 
 COMPARE_METRICS = ("MRR", "NDCG@5", "NDCG@10")
 COMPARE_KIND = "temacli.compare"
@@ -40,15 +42,24 @@ _CHECKS = (
 
 
 ALL_METRICS = ("MRR", "NDCG@5", "NDCG@10", "HR@1", "HR@5", "HR@10")
+_METRIC = re.compile(r"^(MRR|NDCG@(\d+)|HR@(\d+))$")
 
 
 def parse_metrics(text: str) -> tuple[str, ...]:
-    """``"MRR,NDCG@10"`` -> ("MRR", "NDCG@10"); refuse names the results do not have."""
+    """``"MRR,NDCG@10"`` -> ("MRR", "NDCG@10"): MRR, NDCG@k or HR@k (k in 1..MAX_K).
+
+    Whether the results hold them is checked by :func:`comparison` (``eval --ks`` chooses the cutoffs).
+    """
     names = tuple(m.strip().upper() for m in text.split(",") if m.strip())
-    bad = [m for m in names if m not in ALL_METRICS]
+    bad = []
+    for m in names:
+        hit = _METRIC.match(m)
+        k = hit and (hit.group(2) or hit.group(3))
+        if not hit or (k and not 1 <= int(k) <= MAX_K):
+            bad.append(m)
     if bad or not names:
-        raise TemacliError(f"--metrics {text}: choose from {', '.join(ALL_METRICS)}")
-    return names
+        raise TemacliError(f"--metrics {text}: choose from MRR, NDCG@k, HR@k (k in 1..{MAX_K}), e.g. MRR,NDCG@10,HR@10")
+    return tuple(dict.fromkeys(names))
 
 
 def check_comparable(results: list[dict]) -> None:
@@ -80,6 +91,14 @@ def comparison(results: list[dict], metrics: tuple[str, ...] = COMPARE_METRICS) 
     ref = results[0]
     domains = list(ref["data"]["domains"])
     names = _unique_names(results)
+    for name, r in zip(names, results):
+        missing = [k for k in metrics if k not in r["metrics"]["all"]]
+        if missing:
+            ks = sorted({int(k.split("@")[1]) for k in metrics if "@" in k})
+            raise TemacliError(
+                f"{_label(r)}: the result has no {', '.join(missing)}; evaluate every run with "
+                f"--ks {','.join(map(str, ks))} (or choose --metrics among {', '.join(k for k in r['metrics']['all'] if k != 'n')})"
+            )
     rows = []
     for name, r in zip(names, results):
         values = {d: {k: r["metrics"][d][k] for k in metrics} for d in domains + ["all"]}
@@ -105,6 +124,7 @@ def comparison(results: list[dict], metrics: tuple[str, ...] = COMPARE_METRICS) 
         "metrics": list(metrics),
         "rows": rows,
         "best": best,
+        "warnings": [f"{name}: {w}" for name, r in zip(names, results) for w in (r.get("warnings") or [])],
     }
 
 

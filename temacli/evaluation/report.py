@@ -9,7 +9,44 @@ from __future__ import annotations
 
 from typing import Any
 
+from temacli.errors import TemacliError
+from temacli.evaluation.metrics import LLMCDSR_KS
+
 METRIC_COLUMNS = ("MRR", "NDCG@5", "NDCG@10", "HR@1", "HR@5", "HR@10")
+LAYOUTS = ("paper", "llmcdsr")
+LLMCDSR_COLUMNS = tuple(f"NDCG@{k}" for k in LLMCDSR_KS) + tuple(f"HR@{k}" for k in LLMCDSR_KS)
+DIAG_COLUMNS = ("tied %", "NaN cand.")
+
+
+def metric_columns(result: dict, layout: str = "paper") -> tuple[str, ...]:
+    """The metric columns of a result's table: all its metrics (``paper``), or LLMCDSR's
+    NDCG@k and HR@k for k in 1, 3, 5, 10 (``llmcdsr``; no MRR, as that paper reports none)."""
+    if layout not in LAYOUTS:
+        raise TemacliError(f"--layout {layout}: choose one of {', '.join(LAYOUTS)}")
+    have = tuple(result.get("metric_names") or METRIC_COLUMNS)
+    if layout == "paper":
+        return have
+    missing = [c for c in LLMCDSR_COLUMNS if c not in have]
+    if missing:
+        raise TemacliError(
+            f"the LLMCDSR layout needs {', '.join(missing)}, which this result lacks; "
+            f"evaluate with --ks {','.join(map(str, LLMCDSR_KS))}"
+        )
+    return LLMCDSR_COLUMNS
+
+
+def _diag_cells(result: dict, name: str) -> list[str]:
+    g = (result.get("diagnostics") or {}).get(name)
+    if not g:
+        return ["—", "—"]
+    return [pct(g.get("tied_share")), str(g.get("nan_candidate_scores", 0))]
+
+
+def _slice_columns(result: dict) -> tuple[str, ...]:
+    have = tuple(result.get("metric_names") or METRIC_COLUMNS)
+    ndcg = [c for c in have if c.startswith("NDCG@")][-2:]
+    hr = [c for c in have if c.startswith("HR@")][-1:]
+    return ("MRR", *ndcg, *hr)
 
 
 def _short(fp: str | None) -> str:
@@ -45,6 +82,8 @@ def footer_lines(result: dict) -> list[str]:
     if inst.get("history_truncated"):
         lines.append(f"histories longer than the model's max_len {inst['max_len']} (oldest items cut): "
                      f"{inst['history_truncated']}")
+    for w in result.get("warnings") or []:
+        lines.append(w)
     t = result.get("timing") or {}
     if t.get("scoring_seconds") is not None:
         lines.append(f"scored in {t['scoring_seconds']:.2f}s on {t.get('device')} "
@@ -67,25 +106,30 @@ def _slice_rows(result: dict) -> list[tuple[str, str, dict]]:
 
 
 # ----------------------------------------------------------------------------- rich
-def result_renderables(result: dict, slices: bool = True) -> list[Any]:
+def result_renderables(result: dict, slices: bool = True, layout: str = "paper") -> list[Any]:
     from rich.table import Table
     from rich.text import Text
 
+    cols = metric_columns(result, layout)
     out: list[Any] = [Text("\n".join(header_lines(result)), style="dim")]
-    t = Table(title=f"{result['protocol']} protocol, {result['split']} split (metrics in %)", title_justify="left")
+    title = f"{result['protocol']} protocol, {result['split']} split (metrics in %"
+    title += ", LLMCDSR's layout)" if layout == "llmcdsr" else ")"
+    t = Table(title=title, title_justify="left")
     t.add_column("target domain")
     t.add_column("n", justify="right")
-    for c in METRIC_COLUMNS:
+    for c in cols + DIAG_COLUMNS:
         t.add_column(c, justify="right")
     for name, m in _metric_rows(result):
-        t.add_row(name, str(m["n"]), *(pct(m[c]) for c in METRIC_COLUMNS), style="bold" if name == "all" else None)
+        t.add_row(name, str(m["n"]), *(pct(m[c]) for c in cols), *_diag_cells(result, name),
+                  style="bold" if name == "all" else None)
     out.append(t)
     if slices:
         s = Table(title="slices (metrics in %)", title_justify="left")
-        for c in ("slice", "domain", "n", "MRR", "NDCG@5", "NDCG@10", "HR@10"):
+        scols = _slice_columns(result)
+        for c in ("slice", "domain", "n", *scols):
             s.add_column(c, justify="right" if c not in ("slice", "domain") else "left")
         for label, d, m in _slice_rows(result):
-            s.add_row(label, d, str(m["n"]), pct(m["MRR"]), pct(m["NDCG@5"]), pct(m["NDCG@10"]), pct(m["HR@10"]))
+            s.add_row(label, d, str(m["n"]), *(pct(m[c]) for c in scols))
         out.append(s)
     out.append(Text("\n".join(footer_lines(result)), style="dim"))
     return out
@@ -117,6 +161,7 @@ def compare_renderables(cmp: dict) -> list[Any]:
                 cells.append(Text(v, style="bold") if i in cmp["best"][d][k] else Text(v))
         t.add_row(row["model"], str(row["kind"]), *cells)
     models = [f"{r['model']}: {r['path']} (weights {_short(r['fingerprint'])})" for r in cmp["rows"]]
+    models += list(cmp.get("warnings") or [])
     return [Text("\n".join(head), style="dim"), t, Text("\n".join(models), style="dim")]
 
 
@@ -128,14 +173,16 @@ def _md_table(header: list[str], rows: list[list[str]], align_right_from: int = 
     return "\n".join(lines)
 
 
-def result_markdown(result: dict, slices: bool = True) -> str:
+def result_markdown(result: dict, slices: bool = True, layout: str = "paper") -> str:
+    cols = metric_columns(result, layout)
     parts = ["\n".join(f"- {line}" for line in header_lines(result)), ""]
-    rows = [[name, str(m["n"]), *(pct(m[c]) for c in METRIC_COLUMNS)] for name, m in _metric_rows(result)]
-    parts.append(_md_table(["target domain", "n", *(f"{c} %" for c in METRIC_COLUMNS)], rows))
+    rows = [[name, str(m["n"]), *(pct(m[c]) for c in cols), *_diag_cells(result, name)]
+            for name, m in _metric_rows(result)]
+    parts.append(_md_table(["target domain", "n", *(f"{c} %" for c in cols), *DIAG_COLUMNS], rows))
     if slices:
-        srows = [[label, d, str(m["n"]), pct(m["MRR"]), pct(m["NDCG@5"]), pct(m["NDCG@10"]), pct(m["HR@10"])]
-                 for label, d, m in _slice_rows(result)]
-        parts += ["", _md_table(["slice", "domain", "n", "MRR %", "NDCG@5 %", "NDCG@10 %", "HR@10 %"], srows, 2)]
+        scols = _slice_columns(result)
+        srows = [[label, d, str(m["n"]), *(pct(m[c]) for c in scols)] for label, d, m in _slice_rows(result)]
+        parts += ["", _md_table(["slice", "domain", "n", *(f"{c} %" for c in scols)], srows, 2)]
     parts += ["", "\n".join(f"- {line}" for line in footer_lines(result))]
     return "\n".join(parts) + "\n"
 
@@ -159,5 +206,6 @@ def compare_markdown(cmp: dict) -> str:
         f"{cmp['candidates']['description']}",
         "- n per domain: " + ", ".join(f"{d} {cmp['rows'][0]['n'][d]}" for d in doms),
     ]
-    models = "\n".join(f"- {r['model']}: {r['path']} (weights {_short(r['fingerprint'])})" for r in cmp["rows"])
+    models = "\n".join([f"- {r['model']}: {r['path']} (weights {_short(r['fingerprint'])})" for r in cmp["rows"]]
+                       + [f"- {w}" for w in cmp.get("warnings") or []])
     return "\n".join(head) + "\n\n" + _md_table(header, rows, 2) + "\n\n" + models + "\n"

@@ -55,15 +55,17 @@ def summarize_slices(
     domains: np.ndarray,
     masks: dict[str, dict[str, np.ndarray]],
     names: tuple[str, str],
+    *,
+    ks=None,
 ) -> dict:
-    """``{group: {slice: {domain_x: metrics, domain_y: metrics, "all": metrics}}}``."""
+    """``{group: {slice: {domain_x: metrics, domain_y: metrics, "all": metrics}}}`` (``ks`` as in ``summarize``)."""
     ranks = np.asarray(ranks)
     domains = np.asarray(domains)
     out: dict = {}
     for group, slices in masks.items():
         out[group] = {}
         for label, m in slices.items():
-            entry = {names[d]: summarize(ranks[m & (domains == d)]) for d in (0, 1)}
-            entry["all"] = summarize(ranks[m])
+            entry = {names[d]: summarize(ranks[m & (domains == d)], ks=ks) for d in (0, 1)}
+            entry["all"] = summarize(ranks[m], ks=ks)
             out[group][label] = entry
     return out
