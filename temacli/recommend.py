@@ -26,6 +26,7 @@ import pyarrow as pa
 from temacli import artifacts
 from temacli.artifacts import Column, Contract
 from temacli.errors import TemacliError
+from temacli.model.folder import ModelFolder, model_kind, open_with_data
 
 STAGE = "recommend"
 RECS = Contract(
@@ -56,23 +57,15 @@ class UserContext:
     default_domain: int
 
 
-def _find_tags_path(manifest: dict) -> Path | None:
-    """The item_tags.parquet recorded among the model's inputs, if the model used tags."""
-    for key, rec in ((manifest or {}).get("inputs") or {}).items():
-        if not isinstance(rec, dict) or "tag" not in key.lower() or not rec.get("path"):
-            continue
-        p = Path(rec["path"])
-        return p / "item_tags.parquet" if p.suffix != ".parquet" else p
-    return None
-
-
 class Recommender:
     """A trained model with its dataset (and item tags), ready to recommend."""
 
-    def __init__(self, trained, dataset, model_dir: str | Path | None = None, item_tags=None, n_tags: int = 3):
+    def __init__(self, trained, dataset, model_dir: str | Path | None = None, item_tags=None, n_tags: int = 3,
+                 folder: ModelFolder | None = None):
         self.trained = trained
         self.dataset = dataset
-        self.model_dir = Path(model_dir) if model_dir is not None else None
+        self.folder = folder
+        self.model_dir = Path(model_dir) if model_dir is not None else (folder.path if folder is not None else None)
         self.item_tags = item_tags
         self.n_tags = n_tags
         self.notes: list[str] = []
@@ -85,11 +78,10 @@ class Recommender:
     @classmethod
     def open(cls, model_dir: str | Path, data_dir: str | Path | None = None, device: str = "auto",
              tags: str | Path | None = None, loader=None) -> "Recommender":
-        from temacli.evaluation.evaluate import open_model_and_data
-
-        trained, dataset = open_model_and_data(model_dir, data_dir, device, loader)
-        rec = cls(trained, dataset, model_dir)
-        path = Path(tags) if tags is not None else _find_tags_path(getattr(trained, "manifest", {}))
+        opened = open_with_data(model_dir, data_dir, device, loader)
+        rec = cls(opened.model, opened.dataset, model_dir, folder=opened.folder)
+        dataset = opened.dataset
+        path = Path(tags) if tags is not None else opened.folder.tags_path()
         if path is not None:
             if path.is_dir():
                 path = path / "item_tags.parquet"
@@ -193,9 +185,7 @@ class Recommender:
         if k < 1:
             raise TemacliError("--k must be at least 1")
         if explain and not hasattr(self.trained, "explain"):
-            from temacli.evaluation.evaluate import model_kind
-
-            kind = model_kind(self.trained)
+            kind = self.kind
             raise TemacliError(f"this model ({kind}) cannot explain its scores; drop --explain")
         dom_choice = self.resolve_domain(domain)
         ctxs = [self.context(u, all_history) for u in user_ids]
@@ -323,11 +313,13 @@ class Recommender:
         schema = {c.name: c.arrow_type for c in RECS.columns + RECS.optional}
         return pa.table({name: pa.array(v, type=schema.get(name, pa.float32())) for name, v in cols.items()})
 
-    def identity(self) -> dict:
-        from temacli.evaluation.evaluate import model_kind
+    @property
+    def kind(self) -> str:
+        return self.folder.kind if self.folder is not None else model_kind(self.trained)
 
+    def identity(self) -> dict:
         return {
-            "model": {"path": str(self.model_dir) if self.model_dir else None, "kind": model_kind(self.trained)},
+            "model": {"path": str(self.model_dir) if self.model_dir else None, "kind": self.kind},
             "data": {"path": str(self.dataset.path), "fingerprint": self.dataset.fingerprint},
         }
 
@@ -380,9 +372,8 @@ def recommend_batch(
     ident = rec.identity()
     inputs = {"dataset": {"path": ident["data"]["path"], "fingerprint": ident["data"]["fingerprint"]}}
     if rec.model_dir is not None:
-        from temacli.evaluation.evaluate import model_info
-
-        info = model_info(rec.trained, rec.model_dir)
+        folder = rec.folder or ModelFolder.open(rec.model_dir)
+        info = folder.info(kind=rec.kind)
         inputs["model"] = {"path": info["path"], "fingerprint": info["fingerprint"], "kind": info["kind"]}
     params = {k: v for k, v in kw.items() if k in ("k", "domain", "include_seen", "explain", "all_history")}
     manifest = artifacts.build_manifest(

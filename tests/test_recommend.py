@@ -8,11 +8,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from _eval_fixtures import DotModel, fake_models, make_dataset, trained_runs  # noqa: F401  (fixture)
+from pathlib import Path
+
+from _eval_fixtures import DotModel, make_dataset, trained_runs, write_fake_model_dir
 from temacli import artifacts
 from temacli.cli import main
 from temacli.data.dataset import SPLIT
-from temacli.evaluation.evaluate import open_model_and_data
+from temacli.model.folder import open_model_and_data
 from temacli.evaluation.protocols import full_ranks
 from temacli.recommend import RECS
 from temacli.tags.store import load_item_tags
@@ -23,6 +25,27 @@ def run(args, capsys):
         main([str(a) for a in args])
     cap = capsys.readouterr()
     return e.value.code, cap.out, cap.err
+
+
+@pytest.fixture
+def fake_models(monkeypatch):
+    """Fake models registered by folder; the model folder's loader returns them instead of real ones."""
+    registry: dict = {}
+
+    def loader(model_dir, device="auto", dataset=None, weights="model.safetensors"):
+        return registry[(str(Path(model_dir).resolve()), weights)]
+
+    import temacli.model.folder as folder
+
+    monkeypatch.setattr(folder, "load_trained", loader)
+
+    def add(path: Path, model: DotModel, weights: str = "model.safetensors") -> Path:
+        write_fake_model_dir(path, model)
+        (path / weights).write_bytes(model.E["id"].tobytes())
+        registry[(str(path.resolve()), weights)] = model
+        return path
+
+    return add
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +182,7 @@ def test_errors_exit_2(tr, capsys, tmp_path):
     assert code == 2 and "users file not found" in err
 
 
-def test_empty_history_exit_2(tmp_path, capsys, fake_models):  # noqa: F811
+def test_empty_history_exit_2(tmp_path, capsys, fake_models):
     ds = make_dataset(tmp_path)
     t = artifacts.read_table(ds.path / "test.parquet", SPLIT)
     hist = t.column("history").to_pylist()
@@ -174,7 +197,7 @@ def test_empty_history_exit_2(tmp_path, capsys, fake_models):  # noqa: F811
     assert code == 0 and len(json.loads(out)["history"]) == 1
 
 
-def test_train_only_and_valid_users(tmp_path, capsys, fake_models):  # noqa: F811
+def test_train_only_and_valid_users(tmp_path, capsys, fake_models):
     """c2dsr split: a user without an evaluation row recommends from their whole training sequence,
     in the domain of their last item; a validation user's held-out item is their valid target."""
     ds = make_dataset(tmp_path, split="c2dsr", eval_users_frac=0.5)

@@ -16,7 +16,7 @@ from _train_fixtures import AFK, make_dataset, make_features, make_tags, real_sl
 from temacli import artifacts  # noqa: E402
 from temacli.cli import main  # noqa: E402
 from temacli.errors import Interrupted, TemacliError  # noqa: E402
-from temacli.model.api import load_trained  # noqa: E402
+from temacli.model.folder import load_trained  # noqa: E402
 from temacli.training.loop import ModelInputs, TrainOptions, train  # noqa: E402
 
 torch.set_num_threads(1)

@@ -35,7 +35,7 @@ from temacli.progress import SILENT, Progress
 
 SPLIT_MODES = ("loo", "c2dsr")
 BUILD_STEPS = (
-    "reading the interaction log", "dropping duplicates", "filtering users and items", "ordering sequences",
+    "dropping duplicates", "filtering users and items", "ordering sequences",
     "joining item titles", "splitting", "describing the negatives",
 )
 SEED_MAX = 2**63 - 1
@@ -198,13 +198,12 @@ def build_from_log(
 ) -> Built:
     """A raw log (and optional items table) as a :class:`Built` dataset; reports its steps to ``progress``."""
     opts.check()
-    progress.start(len(BUILD_STEPS), "building the dataset", unit="steps")
 
     def say(step: str) -> None:  # one step of BUILD_STEPS is done, the next begins
         if step != BUILD_STEPS[0]:
             progress.advance(1)
 
-    say("reading the interaction log")
+    # reading and checking the inputs comes first, so bad input is refused before any progress is shown
     log = read_any(interactions, "interactions", [opts.user_col, opts.item_col, opts.domain_col])
     require_columns(
         log,
@@ -233,7 +232,10 @@ def build_from_log(
     lab_to_d = np.array([opts.domains.index(lab) for lab in labels], dtype=np.int8)
     dom = lab_to_d[dom_enc.indices.to_numpy(zero_copy_only=False)]
 
+    items_tab = read_items_table(items_path, opts) if items_path is not None else None
+
     # duplicates (exact rows) ----------------------------------------------------------------
+    progress.start(len(BUILD_STEPS), "building the dataset", unit="steps")
     say("dropping duplicates")
     user_code, user_uni = sorted_codes(users_s)
     # items are keyed by (domain, id): the same id in two domains is two items
@@ -292,7 +294,7 @@ def build_from_log(
 
     # items table ---------------------------------------------------------------------------
     say("joining item titles")
-    items_table, item_report = _items_table(items_path, kept_ids, n_x, n_y, opts)
+    items_table, item_report = _items_table(items_tab, kept_ids, n_x, n_y, opts)
 
     # split ---------------------------------------------------------------------------------
     say("splitting")
@@ -383,23 +385,29 @@ def _concat_rows(a, b):
     return users, offsets, vals[idx], tg
 
 
-def _items_table(items_path, kept_ids, n_x, n_y, opts) -> tuple[pa.Table, dict]:
+def read_items_table(items_path: Path, opts: SplitOptions) -> pa.Table:
+    """The items table, with its id and title columns present and no missing or blank item id."""
+    tab = read_any(items_path, "items", [opts.item_id_col])
+    require_columns(tab, items_path, {opts.item_id_col: "--item-id-col", opts.title_col: "--title-col"})
+    ids(tab.column(opts.item_id_col), items_path, opts.item_id_col, "--item-id-col")
+    return tab
+
+
+def _items_table(tab: pa.Table | None, kept_ids, n_x, n_y, opts) -> tuple[pa.Table, dict]:
     n = n_x + n_y
     dom_names = np.asarray(opts.domains, dtype=object)
     domain_idx = np.concatenate([np.zeros(n_x, np.int8), np.ones(n_y, np.int8)])
     title = np.full(n, "", dtype=object)
     description = image = None
     found = np.zeros(n, dtype=bool)
-    if items_path is not None:
-        tab = read_any(items_path, "items", [opts.item_id_col])
-        require_columns(tab, items_path, {opts.item_id_col: "--item-id-col", opts.title_col: "--title-col"})
-        ids = as_string(tab.column(opts.item_id_col)).to_pylist()
+    if tab is not None:
+        table_ids = as_string(tab.column(opts.item_id_col)).to_pylist()
         tdom = tab.column(opts.domain_col).to_pylist() if opts.domain_col in tab.column_names else None
         titles = tab.column(opts.title_col).to_pylist()
         descs = tab.column(opts.description_col).to_pylist() if opts.description_col in tab.column_names else None
         imgs = tab.column(opts.image_col).to_pylist() if opts.image_col in tab.column_names else None
         key_to_row = {}
-        for r, iid in enumerate(ids):
+        for r, iid in enumerate(table_ids):
             key_to_row[(tdom[r] if tdom is not None else None, iid)] = r
         if descs is not None:
             description = np.full(n, None, dtype=object)
@@ -428,9 +436,9 @@ def _items_table(items_path, kept_ids, n_x, n_y, opts) -> tuple[pa.Table, dict]:
     if image is not None:
         cols["image"] = pa.array(image, type=pa.string())
     no_title = np.array([not t for t in title])
-    missing_ids = np.asarray(kept_ids)[~found] if items_path is not None else np.asarray(kept_ids)
+    missing_ids = np.asarray(kept_ids)[~found] if tab is not None else np.asarray(kept_ids)
     report = {
-        "items_missing_from_items_table": int((~found).sum()) if items_path is not None else n,
+        "items_missing_from_items_table": int((~found).sum()) if tab is not None else n,
         "items_missing_examples": [str(x) for x in missing_ids[:20]],
         "items_without_title": int(no_title.sum()),
     }

@@ -13,12 +13,17 @@ Layout (documented in docs/artifacts.md)::
       report.json              what filtering dropped, items without text, ...
       manifest.json
 
+The manifest records a content fingerprint for every file; :class:`Dataset` checks a file against it
+the first time the file is read (and again only if the file's size or modification time changed), so an
+edited ``test.parquet`` or candidates file is refused instead of being evaluated under the old identity.
+
 Item indices: domain X items are ``0..n_x-1``, domain Y items ``n_x..n_x+n_y-1``. The padding
 index is ``n_items = n_x + n_y`` (one past the last item), as in C2DSR; it never appears in a file.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -34,6 +39,14 @@ STAGE = "data split"
 SPLITS = ("train", "valid", "test")
 N_NEGATIVES = 999
 _FIX = "run `temacli data split` to (re)build the dataset folder"
+# manifest counts every reader relies on (Dataset.open refuses a manifest without them)
+REQUIRED_COUNTS = ("domains", "n_items_x", "n_items_y", "rows_train", "rows_valid", "rows_test")
+FILES = {
+    "items": "items.parquet",
+    **{s: f"{s}.parquet" for s in SPLITS},
+    "candidates_valid": "candidates_valid.npy",
+    "candidates_test": "candidates_test.npy",
+}
 
 ITEMS = Contract(
     "items",
@@ -127,10 +140,15 @@ class Split:
 
 @dataclass
 class Dataset:
-    """A dataset folder, read lazily; validated against its contracts and manifest."""
+    """A dataset folder, read lazily; validated against its contracts and manifest.
+
+    Each file is checked against the fingerprint the manifest records the first time it is read
+    (cached per open; re-checked only when its size or modification time changes).
+    """
 
     path: Path
     manifest: dict = field(repr=False)
+    _verified: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def open(cls, path: str | Path) -> "Dataset":
@@ -138,8 +156,10 @@ class Dataset:
         if not path.is_dir():
             raise TemacliError(f"{path}: dataset folder not found; {_FIX}")
         manifest = artifacts.read_manifest(path, stage=None, fix=_FIX)
-        if manifest.get("stage") not in (STAGE, "data import"):
-            raise TemacliError(f"{path}: not a dataset folder (manifest stage '{manifest.get('stage')}'); {_FIX}")
+        if not isinstance(manifest, dict) or manifest.get("stage") not in (STAGE, "data import"):
+            stage = manifest.get("stage") if isinstance(manifest, dict) else None
+            raise TemacliError(f"{path}: not a dataset folder (manifest stage '{stage}'); {_FIX}")
+        check_manifest(manifest, artifacts.manifest_path(path))
         return cls(path=path, manifest=manifest)
 
     # identity -----------------------------------------------------------------------
@@ -169,10 +189,21 @@ class Dataset:
         """[start, stop) of domain ``d``'s item indices (0 = X, 1 = Y)."""
         return (0, self.n_x) if d == 0 else (self.n_x, self.n_items)
 
+    def recorded_fingerprint(self, name: str) -> str:
+        """The fingerprint the manifest records for one of its files (``items``, ``test``, ``candidates_test``...)."""
+        rec = (self.manifest.get("outputs") or {}).get(name)
+        fp = rec.get("fingerprint") if isinstance(rec, dict) else None
+        if not isinstance(fp, str):
+            raise TemacliError(
+                f"{artifacts.manifest_path(self.path)}: the dataset manifest records no fingerprint for "
+                f"{FILES.get(name, name)}; {_FIX}"
+            )
+        return fp
+
     @property
     def items_fingerprint(self) -> str:
         """Fingerprint of items.parquet: features and tags are tied to it."""
-        return self.manifest["outputs"]["items"]["fingerprint"]
+        return self.recorded_fingerprint("items")
 
     @property
     def fingerprint(self) -> str:
@@ -180,12 +211,33 @@ class Dataset:
         return self.manifest["dataset_fingerprint"]
 
     def candidates_fingerprint(self, split: str) -> str:
-        return self.manifest["outputs"][f"candidates_{split}"]["fingerprint"]
+        return self.recorded_fingerprint(f"candidates_{split}")
+
+    def verify(self, name: str) -> Path:
+        """Check one file against its recorded fingerprint (once per open and file version); its path."""
+        path = self.path / FILES[name]
+        if not path.is_file():
+            raise TemacliError(f"{path}: file not found; {_FIX}")
+        st = os.stat(path)
+        key = (st.st_size, st.st_mtime_ns)
+        if self._verified.get(name) == key:
+            return path
+        expected = self.recorded_fingerprint(name)
+        found = artifacts.fingerprint(path)
+        if found != expected:
+            what = f"the stored negatives ({path.name})" if name.startswith("candidates_") else path.name
+            raise TemacliError(
+                f"{path}: {what} changed after `data split` recorded it (fingerprint {_short(expected)} in the "
+                f"manifest, {_short(found)} on disk); rebuild the dataset folder with `temacli data split`, "
+                "or write deliberate edits with temacli.data.split.rewrite_split"
+            )
+        self._verified[name] = key
+        return path
 
     # content ------------------------------------------------------------------------
     @cached_property
     def items(self) -> pa.Table:
-        t = artifacts.read_table(self.path / "items.parquet", ITEMS)
+        t = artifacts.read_table(self.verify("items"), ITEMS)
         if t.num_rows != self.n_items:
             raise TemacliError(
                 f"{self.path / 'items.parquet'}: {t.num_rows} rows, manifest says {self.n_items}; {_FIX}"
@@ -195,7 +247,7 @@ class Dataset:
     def split(self, name: str) -> Split:
         if name not in SPLITS:
             raise TemacliError(f"unknown split '{name}'; choose one of {', '.join(SPLITS)}")
-        t = artifacts.read_table(self.path / f"{name}.parquet", SPLIT)
+        t = artifacts.read_table(self.verify(name), SPLIT)
         return Split.from_table(name, t)
 
     def candidates(self, name: str) -> np.ndarray:
@@ -204,17 +256,42 @@ class Dataset:
             raise TemacliError(f"split '{name}' has no stored candidates (valid and test do)")
         n = int(self.manifest["counts"][f"rows_{name}"])
         return artifacts.read_npy(
-            self.path / f"candidates_{name}.npy", shape0=n, ndim=2, what="candidates", fix=_FIX
+            self.verify(f"candidates_{name}"), shape0=n, ndim=2, what="candidates", fix=_FIX
         )
 
     def user_index(self) -> dict[str, int]:
         """Map from raw user id to user index, over all splits."""
         out: dict[str, int] = {}
         for s in SPLITS:
-            t = artifacts.read_table(self.path / f"{s}.parquet", SPLIT, columns=["user", "user_id"])
+            t = artifacts.read_table(self.verify(s), SPLIT, columns=["user", "user_id"])
             for u, uid in zip(t.column("user").to_pylist(), t.column("user_id").to_pylist()):
                 out.setdefault(uid, u)
         return out
+
+
+def check_manifest(m: dict, where: Path) -> None:
+    """A dataset manifest must carry the counts its readers use: one line naming the first field missing."""
+    counts = m.get("counts")
+    if not isinstance(counts, dict):
+        raise TemacliError(f"{where}: the dataset manifest has no counts (domains, item and row counts); {_FIX}")
+    for key in REQUIRED_COUNTS:
+        if key not in counts:
+            raise TemacliError(f"{where}: the dataset manifest lacks counts.{key}; {_FIX}")
+        v = counts[key]
+        if key == "domains":
+            ok = isinstance(v, list) and len(v) == 2 and all(isinstance(x, str) and x for x in v) and v[0] != v[1]
+            want = "two different domain names"
+        else:
+            ok = isinstance(v, int) and not isinstance(v, bool) and v >= 0
+            want = "a non-negative integer"
+        if not ok:
+            raise TemacliError(f"{where}: the dataset manifest's counts.{key} is {v!r}, expected {want}; {_FIX}")
+    if not isinstance(m.get("dataset_fingerprint"), str):
+        raise TemacliError(f"{where}: the dataset manifest lacks dataset_fingerprint; {_FIX}")
+
+
+def _short(fp: str | None) -> str:
+    return "none" if fp is None else fp.split(":", 1)[-1][:12]
 
 
 def check_items_fingerprint(found: str | None, dataset: Dataset, where: str, fix: str) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 
 from temacli import artifacts
 from temacli.data.build import Built
-from temacli.data.dataset import ITEMS, SPLIT, SPLITS
+from temacli.data.dataset import ITEMS, SPLIT, SPLITS, Dataset
 from temacli.data.negatives import NegativeSpec
 from temacli.data.stats import compute_stats
 from temacli.errors import TemacliError
@@ -24,11 +24,7 @@ from temacli.progress import SILENT, Progress
 def check_output(out: Path, params: dict, inputs: dict, force: bool = False) -> None:
     """Refuse ``--out`` before any work: one line saying what is wrong with it and what to do."""
     out = Path(out)
-    helper = getattr(artifacts, "check_output_dir", None)
-    if helper is not None:  # the project-wide check, where artifacts provides one
-        helper(out)
-    else:
-        _check_folder_path(out)
+    artifacts.check_output(out, "dir", "--out", renamed=True)  # a file there, an unwritable parent
     if not out.exists():
         return
     mp = artifacts.manifest_path(out)
@@ -48,18 +44,6 @@ def check_output(out: Path, params: dict, inputs: dict, force: bool = False) -> 
             )
     elif any(out.iterdir()) and not force:
         raise TemacliError(f"{out}: folder is not empty and holds no temacli dataset; pass --force or choose another --out")
-
-
-def _check_folder_path(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise TemacliError(f"{out}: exists and is not a folder; choose another --out")
-    parent = out.parent
-    while not parent.exists():  # the nearest existing ancestor must be a writable folder
-        parent = parent.parent
-    if not parent.is_dir():
-        raise TemacliError(f"{out}: {parent} is a file, so the folder cannot be created; choose another --out")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise TemacliError(f"{out}: cannot write in {parent} (permission denied); choose another --out")
 
 
 def write_dataset(
@@ -129,15 +113,17 @@ def write_negatives(spec: NegativeSpec, rng: np.random.Generator, path: Path, pr
         spec.draw(rng, sink=sink)
 
 
-def rewrite_split(folder: str | os.PathLike, name: str, table) -> dict:
+def rewrite_split(folder: "str | os.PathLike | Dataset", name: str, table) -> dict:
     """Replace one split of an existing dataset folder *and* record it in the manifest.
 
     For deliberate edits (crafting an edge case in a test, repairing a row by hand): the dataset
     refuses a split whose content no longer matches the fingerprint its manifest records, so an
     edit must go through here, which rewrites the file, its fingerprint, its row count and the
-    dataset fingerprint. Returns the new manifest.
+    dataset fingerprint. Given an open :class:`Dataset`, its manifest is updated too, so the same
+    object reads the new table. Returns the new manifest.
     """
-    folder = Path(folder)
+    ds = folder if isinstance(folder, Dataset) else None
+    folder = ds.path if ds is not None else Path(folder)
     if name not in SPLITS:
         raise TemacliError(f"unknown split '{name}'; choose one of {', '.join(SPLITS)}")
     m = artifacts.read_manifest(folder)
@@ -152,4 +138,8 @@ def rewrite_split(folder: str | os.PathLike, name: str, table) -> dict:
     m.setdefault("counts", {})[f"rows_{name}"] = table.num_rows
     m["dataset_fingerprint"] = artifacts.fingerprint(folder)
     artifacts.write_manifest(folder, m)
+    if ds is not None:
+        ds.manifest.clear()
+        ds.manifest.update(m)
+        ds._verified.pop(name, None)
     return m

@@ -1,14 +1,9 @@
-"""Load a trained model folder and score with it (the interface ``eval`` and ``recommend`` use).
+"""Build a model from its config and score with it (the interface ``eval`` and ``recommend`` use).
 
-    model/
-      model.safetensors   weights and frozen buffers (features, tag weights): the folder is self-contained
-      config.json         kind, model hyper-parameters, training options, dataset fingerprint, inputs
-      metrics.jsonl       one line per epoch
-      manifest.json       stage "train"
-      checkpoints/last.pt resumable state
-
-``Trained`` implements :class:`temacli.evaluation.protocols.Scorer`: NumPy in, NumPy out, no grad,
-batched, on CPU or CUDA.
+``build_model`` builds any kind of :mod:`temacli.model.registry`. ``Trained`` implements
+:class:`temacli.evaluation.protocols.Scorer`: NumPy in, NumPy out, no grad, batched, on CPU or CUDA.
+``DomainRouter`` puts one trained model per target domain behind the same interface (C2DSR's
+per-domain model selection). Reading and writing the model folder is :mod:`temacli.model.folder`.
 """
 
 from __future__ import annotations
@@ -18,11 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from temacli import artifacts
 from temacli.errors import TemacliError
-
-KINDS = ("tema", "sasrec", "gru4rec")
-STAGE = "train"
+from temacli.model import registry
+from temacli.model.registry import KINDS  # noqa: F401  (the model kinds, from the registry)
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -38,22 +31,16 @@ def resolve_device(device: str = "auto") -> str:
 
 
 def build_model(config: dict, image=None, text=None, tags=None):
-    """A fresh model from a config.json dict; frozen inputs default to zeros of the recorded shape
-    (``load_trained`` then fills them from model.safetensors)."""
-    kind = config.get("kind")
-    if kind == "tema":
-        from temacli.model.tema import TEMA, TEMAConfig
+    """A fresh model from a config.json dict, built by the registry entry its ``kind`` names.
 
-        cfg = TEMAConfig(**config["model"])
-        if tags is None and "tag" in cfg.streams:
-            nnz = int(config.get("tag_nnz", 0))
-            tags = (np.zeros(nnz, np.int64), np.zeros(nnz, np.int64), np.zeros(nnz, np.float32))
-        return TEMA(cfg, image=image, text=text, tags=tags)
-    if kind in ("sasrec", "gru4rec"):
-        from temacli.model.baselines import BaselineConfig, build_baseline
-
-        return build_baseline(BaselineConfig(**config["model"]))
-    raise TemacliError(f"config.json: unknown model kind '{kind}'; choose one of {', '.join(KINDS)}")
+    Frozen inputs default to zeros of the recorded shape (``temacli.model.folder.load_trained`` then
+    fills them from the weights file)."""
+    spec = registry.get(config.get("kind"), where="config.json: model kind")
+    cfg = spec.config_from_dict(config.get("model") or {})
+    if tags is None and spec.accepts("tags") and "tag" in getattr(cfg, "streams", ()):
+        nnz = int(config.get("tag_nnz", 0))
+        tags = (np.zeros(nnz, np.int64), np.zeros(nnz, np.int64), np.zeros(nnz, np.float32))
+    return spec.build(cfg, image=image, text=text, tags=tags)
 
 
 class Trained:
@@ -117,30 +104,62 @@ class Trained:
         return {k: v.float().cpu().numpy() for k, v in parts.items()}
 
 
-def read_config(model_dir: str | Path) -> dict:
-    model_dir = Path(model_dir)
-    fix = f"train a model with `temacli train --out {model_dir}`"
-    if not model_dir.is_dir():
-        raise TemacliError(f"{model_dir}: model folder not found; {fix}")
-    return artifacts.read_json(model_dir / "config.json", what="model config", fix=fix)
+class DomainRouter:
+    """One scorer per target domain behind the :class:`~temacli.evaluation.protocols.Scorer` interface.
 
+    C2DSR (and the paper after it) reports each domain's test numbers from that domain's best
+    validation epoch; ``temacli train --early-stop mrr|hr@K|ndcg@K`` keeps those weights as
+    ``model.<domain>.safetensors``. Rows whose target is in domain ``d`` are encoded and scored by
+    ``scorers[d]``; each row is still encoded once. ``kind``, ``config`` and ``manifest`` describe the
+    model folder the scorers come from (given by whoever opens it; defaults: the first scorer's).
+    """
 
-def load_trained(model_dir: str | Path, device: str = "auto", dataset=None, weights: str = "model.safetensors") -> Trained:
-    """Rebuild a trained model from its folder; refuse it for another dataset than ``dataset``."""
-    from temacli.training.checkpoint import load_weights
+    def __init__(self, scorers: tuple, kind: str | None = None, config: dict | None = None,
+                 manifest: dict | None = None):
+        a, b = scorers
+        if (int(a.max_len), int(a.pad)) != (int(b.max_len), int(b.pad)):
+            raise ValueError("the two scorers differ in max_len or pad")
+        self.scorers = (a, b)
+        self.max_len, self.pad = int(a.max_len), int(a.pad)
+        self.n_x, self.n_y = getattr(a, "n_x", None), getattr(a, "n_y", None)
+        self.config: dict = config if config is not None else dict(getattr(a, "config", None) or {})
+        self.manifest: dict = manifest if manifest is not None else dict(getattr(a, "manifest", None) or {})
+        self.kind: str | None = kind or getattr(a, "kind", None) or self.config.get("kind")
+        self.device = getattr(a, "device", "cpu")
+        self.explainable = all(hasattr(s, "explain") for s in self.scorers)
 
-    model_dir = Path(model_dir)
-    config = read_config(model_dir)
-    manifest = artifacts.read_manifest(model_dir, stage=STAGE, fix=f"train a model with `temacli train --out {model_dir}`")
-    if dataset is not None:
-        artifacts.check_same(
-            "dataset fingerprint (the model was trained on another dataset folder)",
-            config.get("dataset_fingerprint"),
-            dataset.fingerprint,
-            str(model_dir),
-            f"evaluate with the dataset the model was trained on, or retrain with --data {dataset.path}",
-        )
-    device = resolve_device(device)
-    model = build_model(config)
-    load_weights(model, model_dir / weights, device="cpu")
-    return Trained(model, config, manifest, device)
+    def encode(self, histories: np.ndarray, target_domain: np.ndarray) -> Any:
+        histories = np.asarray(histories)
+        dom = np.asarray(target_domain, dtype=np.int64)
+        parts = {}
+        for d in (0, 1):
+            r = np.nonzero(dom == d)[0]
+            if r.size:
+                parts[d] = (r, self.scorers[d].encode(histories[r], dom[r]))
+        return len(dom), parts
+
+    def _combine(self, state, call, items: np.ndarray, shared: bool):
+        n, parts = state
+        out = None
+        for d, (r, st) in parts.items():
+            s = call(self.scorers[d], st, items if shared else np.asarray(items)[r])
+            if isinstance(s, dict):
+                out = {} if out is None else out
+                for k, v in s.items():
+                    v = np.asarray(v)
+                    out.setdefault(k, np.zeros((n,) + v.shape[1:], v.dtype))[r] = v
+            else:
+                s = np.asarray(s)
+                if out is None:
+                    out = np.empty((n,) + s.shape[1:], s.dtype)
+                out[r] = s
+        return out
+
+    def score_candidates(self, state: Any, items: np.ndarray) -> np.ndarray:
+        return self._combine(state, lambda sc, st, it: sc.score_candidates(st, it), items, shared=False)
+
+    def score_items(self, state: Any, items: np.ndarray) -> np.ndarray:
+        return self._combine(state, lambda sc, st, it: sc.score_items(st, it), items, shared=True)
+
+    def explain(self, state: Any, items: np.ndarray) -> dict:
+        return self._combine(state, lambda sc, st, it: sc.explain(st, it), items, shared=False)

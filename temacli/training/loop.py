@@ -27,7 +27,8 @@ import numpy as np
 
 from temacli import artifacts
 from temacli.errors import Interrupted, TemacliError
-from temacli.model.api import KINDS, STAGE, Trained, build_model, resolve_device
+from temacli.model import folder as mfolder
+from temacli.model.api import KINDS, Trained, build_model, resolve_device
 
 EARLY_STOPS = ("loss", "mrr")
 SOFTMAXES = ("full", "sampled")
@@ -92,7 +93,7 @@ class ModelInputs:
 # ----------------------------------------------------------------------------- inputs
 def resolve_inputs(ds, kind: str, inp: ModelInputs) -> tuple[dict, dict, dict]:
     """(model config dict, frozen arrays, input records for the manifest)."""
-    records: dict = {"dataset": {"path": str(ds.path), "fingerprint": ds.fingerprint, "stage": ds.manifest.get("stage")}}
+    records: dict = {"dataset": mfolder.input_record(ds.path, fingerprint=ds.fingerprint, stage=ds.manifest.get("stage"))}
     if kind != "tema":
         if inp.tags or inp.features or inp.streams:
             given = "--tags" if inp.tags else "--features" if inp.features else "--streams"
@@ -132,12 +133,12 @@ def resolve_inputs(ds, kind: str, inp: ModelInputs) -> tuple[dict, dict, dict]:
         arrays[name] = np.asarray(mod.embeddings, dtype=np.float32)
         params[f"{name}_dim"] = mod.dim
         out = mod.manifest.get("outputs", {}).get(name, {})
-        records[f"features_{name}"] = {
-            "path": str(Path(inp.features) / f"{name}.npy"),
-            "fingerprint": out.get("fingerprint") or artifacts.fingerprint(Path(inp.features) / f"{name}.npy"),
-            "stage": mod.manifest.get("stage"),
-            "params": mod.manifest.get("params", {}),
-        }
+        records[f"features_{name}"] = mfolder.input_record(
+            Path(inp.features) / f"{name}.npy",
+            fingerprint=out.get("fingerprint") or artifacts.fingerprint(Path(inp.features) / f"{name}.npy"),
+            stage=mod.manifest.get("stage"),
+            params=mod.manifest.get("params", {}),
+        )
     tag_nnz = 0
     if "tag" in streams:
         if not inp.tags:
@@ -150,13 +151,13 @@ def resolve_inputs(ds, kind: str, inp: ModelInputs) -> tuple[dict, dict, dict]:
         params["n_tags"] = it.n_tags
         tag_nnz = int(item.size)
         path = Path(inp.tags) / "item_tags.parquet" if Path(inp.tags).is_dir() else Path(inp.tags)
-        records["tags"] = {
-            "path": str(path),
-            "fingerprint": artifacts.fingerprint(path),
-            "stage": it.manifest.get("stage"),
-            "params": it.manifest.get("params", {}),
-            "weights": inp.tag_weights,
-        }
+        records["tags"] = mfolder.input_record(
+            path,
+            fingerprint=artifacts.fingerprint(path),
+            stage=it.manifest.get("stage"),
+            params=it.manifest.get("params", {}),
+            weights=inp.tag_weights,
+        )
     from temacli.model.tema import TEMAConfig
 
     try:
@@ -199,7 +200,7 @@ def train(
     from temacli.data.dataset import Dataset
     from temacli.training import distributed
     from temacli.training.batches import BatchStream, windows
-    from temacli.training.checkpoint import load_checkpoint, save_checkpoint, save_weights
+    from temacli.model.folder import load_checkpoint, save_checkpoint, save_weights
 
     opts.check()
     inputs = inputs or ModelInputs()
@@ -456,7 +457,6 @@ def _truncate_metrics(path: Path, epoch: int) -> None:
 
 
 def _finish(out: Path, config: dict, tracker: dict, opts: TrainOptions, records: dict, ds, n_rows: int, main: bool, status: str) -> dict:
-    best_file = out / "model.safetensors"
     summary = {
         "status": status,
         "epochs_run": tracker["epoch"],
@@ -471,22 +471,9 @@ def _finish(out: Path, config: dict, tracker: dict, opts: TrainOptions, records:
     if not main:
         return summary
     config["best"] = summary
-    artifacts.write_json(config, out / "config.json")
-    outputs = {"config": {"path": "config.json", "fingerprint": artifacts.fingerprint(out / "config.json")}}
-    if best_file.is_file():
-        outputs["model"] = {"path": best_file.name, "fingerprint": artifacts.fingerprint(best_file)}
-    for p in sorted(out.glob("model.*.safetensors")):
-        outputs[p.stem] = {"path": p.name, "fingerprint": artifacts.fingerprint(p)}
-    m = artifacts.build_manifest(
-        STAGE,
-        {"kind": config["kind"], "model": config["model"], "train": config["train"]},
-        inputs=records,
-        outputs=outputs,
-        counts={"train_rows": n_rows, "n_parameters": config.get("n_parameters"), "epochs_run": tracker["epoch"]},
-        dataset_fingerprint=ds.fingerprint,
-        summary=summary,
-    )
-    artifacts.write_manifest(out, m)
+    mfolder.write_config(out, config)
+    counts = {"train_rows": n_rows, "n_parameters": config.get("n_parameters"), "epochs_run": tracker["epoch"]}
+    mfolder.write_folder_manifest(out, config, records, summary, counts)
     return summary
 
 
