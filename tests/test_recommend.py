@@ -14,6 +14,7 @@ from _eval_fixtures import DotModel, make_dataset, trained_runs, write_fake_mode
 from temacli import artifacts
 from temacli.cli import main
 from temacli.data.dataset import SPLIT
+from temacli.data.write import rewrite_split
 from temacli.model.folder import open_model_and_data
 from temacli.evaluation.protocols import full_ranks
 from temacli.recommend import RECS
@@ -188,7 +189,7 @@ def test_empty_history_exit_2(tmp_path, capsys, fake_models):
     hist = t.column("history").to_pylist()
     hist[1] = []
     t = t.set_column(t.column_names.index("history"), "history", pa.array(hist, pa.list_(pa.int32())))
-    artifacts.write_table(t, ds.path / "test.parquet", SPLIT)
+    rewrite_split(ds, "test", t)  # a deliberate edit, recorded in the dataset's manifest
     model = fake_models(tmp_path / "m", DotModel(ds))
     uid = t.column("user_id").to_pylist()[1]
     code, _, err = run(["recommend", "--model", model, "--user", uid], capsys)
