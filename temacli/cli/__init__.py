@@ -192,6 +192,8 @@ def memory_error_line(e: BaseException) -> str | None:
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
     if isinstance(e, MemoryError):
         detail = text or "an allocation failed"
+    elif isinstance(e, ValueError) and text.startswith("array is too big"):  # numpy: larger than addressable
+        detail = text
     elif type(e).__name__ == "OutOfMemoryError" or (
         isinstance(e, RuntimeError)
         and ("can't allocate memory" in text or "out of memory" in text.lower() or "not enough memory" in text.lower())

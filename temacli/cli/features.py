@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import typer
 
-from temacli.cli._console import console, err_console, info
+from temacli.cli._console import RichProgress, console, info
 
 features_app = typer.Typer(
     help=(
@@ -19,46 +18,6 @@ features_app = typer.Typer(
     ),
     no_args_is_help=True,
 )
-
-
-@contextlib.contextmanager
-def _progress(quiet: bool) -> Iterator:
-    """A rich progress bar on stderr; yields ``progress(description, total) -> advance(k)``."""
-    if quiet:
-        yield None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=False,
-    ) as bar:
-
-        def start(desc: str, total: int):
-            task = bar.add_task(desc, total=total, rate="")
-
-            def advance(k: int) -> None:
-                bar.advance(task, k)
-                t = bar.tasks[task]
-                if t.elapsed:
-                    bar.update(task, rate=f"{t.completed / t.elapsed:,.0f}/s")
-
-            return advance
-
-        yield start
 
 
 def _report(summary: dict, as_json: bool) -> None:
@@ -80,7 +39,7 @@ def _report(summary: dict, as_json: bool) -> None:
 @features_app.command("clip")
 def clip(
     items: Path = typer.Option(..., "--items", help="items.parquet of a dataset folder (or the folder)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Features folder: image.npy, text.npy, has_*.npy, manifests."),
+    out: Path = typer.Option(..., "--out", "-o", help="Features folder: image.npy, text.npy, has_*.npy, manifests (a folder, created if needed; checked writable before any work)."),
     model: str = typer.Option("ViT-B-32", "--model", help="open_clip architecture (ViT-B-32 gives e = 512)."),
     pretrained: Optional[str] = typer.Option(
         None,
@@ -95,9 +54,9 @@ def clip(
     ),
     modality: str = typer.Option("both", "--modality", help="both, image or text."),
     device: str = typer.Option("auto", "--device", help="auto (cuda when present), cpu, cuda, cuda:N or mps."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Images per batch."),
-    text_batch_size: int = typer.Option(256, "--text-batch-size", help="Texts per batch."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Image decoding processes (default: spare cores, max 8)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Images per batch (1-65536)."),
+    text_batch_size: int = typer.Option(256, "--text-batch-size", help="Texts per batch (1-65536)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Image decoding processes, 0-64 (0: in the main process; default: spare cores, max 8)."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 or float16 output."),
     precision: str = typer.Option(
         "auto", "--precision", help="Compute precision: auto (bfloat16 on CPUs with native bf16, float16 on CUDA), float32, bfloat16, float16."
@@ -106,7 +65,7 @@ def clip(
     random_weights: bool = typer.Option(
         False, "--random-weights", help="FOR TESTS AND TIMING ONLY: random weights (seeded by --seed), never real features."
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of --random-weights."),
+    seed: int = typer.Option(0, "--seed", help="Seed of --random-weights (0 to 2^32-1)."),
     force: bool = typer.Option(False, "--force", help="Recompute even when the outputs are up to date."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
@@ -124,30 +83,28 @@ def clip(
 
     if pretrained is None and not random_weights:
         pretrained = lib.DEFAULT_PRETRAINED
-    with _progress(quiet or as_json) as progress:
-        if progress is not None:
-            info(f"loading {model} ({'random weights, for tests only' if random_weights else pretrained})")
-        summary = lib.compute_clip_features(
-            items,
-            out,
-            model_name=model,
-            pretrained=pretrained,
-            images_dir=images_dir,
-            image_column=image_column,
-            text_column=text_column,
-            modality=modality,
-            device=device,
-            batch_size=batch_size,
-            text_batch_size=text_batch_size,
-            workers=workers,
-            dtype=dtype,
-            random_weights=random_weights,
-            seed=seed,
-            cache_dir=cache_dir,
-            force=force,
-            progress=progress,
-            precision=precision,
-        )
+    progress = RichProgress(enabled=not (quiet or as_json))
+    summary = lib.compute_clip_features(
+        items,
+        out,
+        model_name=model,
+        pretrained=pretrained,
+        images_dir=images_dir,
+        image_column=image_column,
+        text_column=text_column,
+        modality=modality,
+        device=device,
+        batch_size=batch_size,
+        text_batch_size=text_batch_size,
+        workers=workers,
+        dtype=dtype,
+        random_weights=random_weights,
+        seed=seed,
+        cache_dir=cache_dir,
+        force=force,
+        progress=progress,
+        precision=precision,
+    )
     if random_weights and not as_json:
         info("[yellow]note[/]: random weights (--random-weights): these are not real CLIP features")
     _report(summary, as_json)
@@ -156,12 +113,12 @@ def clip(
 @features_app.command("text")
 def text(
     items: Path = typer.Option(..., "--items", help="items.parquet of a dataset folder (or the folder)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Features folder: text.npy, has_text.npy, manifest."),
+    out: Path = typer.Option(..., "--out", "-o", help="Features folder: text.npy, has_text.npy, manifest (a folder, created if needed; checked writable before any work)."),
     text_column: Optional[str] = typer.Option(
         None, "--text-column", help="Extra text column appended to title + description (e.g. LLM-augmented text)."
     ),
     device: str = typer.Option("auto", "--device", help="auto (cuda when present), cpu, cuda, cuda:N or mps."),
-    batch_size: int = typer.Option(256, "--batch-size", help="Texts per batch."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Texts per batch (1-65536)."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 or float16 output."),
     precision: str = typer.Option(
         "auto", "--precision", help="Compute precision: auto (bfloat16 on CPUs with native bf16, float16 on CUDA), float32, bfloat16, float16."
@@ -178,11 +135,11 @@ def text(
     """
     from temacli.features import text as lib
 
-    with _progress(quiet or as_json) as progress:
-        summary = lib.compute_text_features(
-            items, out, text_column=text_column, device=device, batch_size=batch_size, dtype=dtype,
-            force=force, progress=progress, precision=precision,
-        )
+    progress = RichProgress(enabled=not (quiet or as_json))
+    summary = lib.compute_text_features(
+        items, out, text_column=text_column, device=device, batch_size=batch_size, dtype=dtype,
+        force=force, progress=progress, precision=precision,
+    )
     _report(summary, as_json)
 
 

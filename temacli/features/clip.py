@@ -29,7 +29,7 @@ from typing import Any, Callable
 import numpy as np
 
 from temacli import artifacts
-from temacli.errors import TemacliError
+from temacli.errors import TemacliError, check_range
 from temacli.features import store
 
 STAGE = "features clip"
@@ -39,8 +39,7 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 LOCAL_DIR = "local-dir:"
 RANDOM = "random"
 
-# progress(description, total) -> advance(k)
-Progress = Callable[[str, int], Callable[[int], None]]
+from temacli.progress import SILENT, Progress  # noqa: E402  (the one progress protocol)
 
 _NO_WEIGHTS_FIX = (
     "give a local checkpoint (--pretrained /path/to/weights.safetensors, .pt or .bin, or "
@@ -521,7 +520,7 @@ def compute_clip_features(
     seed: int = 0,
     cache_dir: str | None = None,
     force: bool = False,
-    progress: Progress | None = None,
+    progress: Progress = SILENT,
     clip: Clip | None = None,
     precision: str = "auto",
 ) -> dict:
@@ -532,21 +531,36 @@ def compute_clip_features(
     """
     from temacli.data.dataset import item_texts
 
+    from temacli.features.device import check_device_name, check_precision_name
+
+    # flags first, then the output folder, then the inputs: nothing is loaded or written for a bad call
     if modality not in MODALITY_CHOICES:
         raise TemacliError(f"--modality {modality}: choose one of {', '.join(MODALITY_CHOICES)}")
-    if batch_size < 1 or text_batch_size < 1:
-        raise TemacliError("batch sizes must be at least 1")
+    check_range("--batch-size", batch_size, 1, store.MAX_BATCH)
+    check_range("--text-batch-size", text_batch_size, 1, store.MAX_BATCH)
+    if workers is not None:
+        check_range("--workers", workers, 0, store.MAX_WORKERS)
+    check_range("--seed", seed, 0, 2**32 - 1)
     if dtype not in store.DTYPES:
         raise TemacliError(f"--dtype {dtype}: choose one of {', '.join(store.DTYPES)}")
+    check_device_name(device)
+    check_precision_name(precision)
     if images_dir is not None and not Path(images_dir).expanduser().is_dir():
         raise TemacliError(f"--images-dir {images_dir}: folder not found; give the folder the image paths are relative to")
+    store.check_features_out(out)
     inp = store.read_items(items)
     table = inp.table
+    if modality in ("both", "image"):
+        store.check_text_column(table, image_column, "--image-column", inp.path, required=image_column != "image")
+    if modality in ("both", "text") and text_column is not None:
+        store.check_text_column(table, text_column, "--text-column", inp.path)
     texts = item_texts(table, text_column) if modality in ("both", "text") else None
     if modality in ("both", "image"):
         values = table.column(image_column).to_pylist() if image_column in table.column_names else [None] * inp.n_items
     workers = default_workers() if workers is None else int(workers)
+    progress = progress or SILENT
     if clip is None:
+        progress.message(f"loading {model_name} ({'random weights, for tests only' if random_weights else pretrained})")
         clip = load_clip(model_name, pretrained, device, random_weights, seed, cache_dir, precision)
     out = Path(out)
     item_ids = table.column("item_id").to_pylist()
@@ -562,8 +576,10 @@ def compute_clip_features(
     }
     extra = {"device": clip.device}
 
+
     def advance(desc: str, total: int):
-        return progress(desc, total) if progress else None
+        progress.start(total, desc)
+        return lambda k: progress.advance(k)
 
     if modality in ("both", "image"):
         params = {
@@ -591,6 +607,7 @@ def compute_clip_features(
             summary["modalities"].append(
                 store.write_modality(out, "image", STAGE, params, inp, clip.dim, dtype, fill_images, **extra)
             )
+            progress.finish()
     if modality in ("both", "text"):
         params = {**clip.params(), "modality": "text", "text_column": text_column, "dtype": dtype}
         if not force and store.is_up_to_date(out, "text", STAGE, params, inp.fingerprint):
@@ -604,4 +621,5 @@ def compute_clip_features(
             summary["modalities"].append(
                 store.write_modality(out, "text", STAGE, params, inp, clip.dim, dtype, fill_texts, **extra)
             )
+            progress.finish()
     return summary

@@ -12,11 +12,26 @@ from temacli.errors import TemacliError
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 
 
+def check_device_name(device: str) -> str:
+    """The device flag's syntax (no torch import): auto, cpu, cuda, cuda:N or mps."""
+    device = (device or "cpu").lower()
+    if not (device in ("auto", "cpu", "mps", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise TemacliError(f"--device {device}: unknown device; use cpu, cuda, cuda:N, mps or auto")
+    return device
+
+
+def check_precision_name(precision: str) -> str:
+    precision = (precision or "auto").lower()
+    if precision not in PRECISIONS:
+        raise TemacliError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
+    return precision
+
+
 def resolve_device(device: str) -> str:
     """``auto`` -> cuda when available, else mps, else cpu; an explicit device must exist."""
+    device = check_device_name(device)
     import torch
 
-    device = (device or "cpu").lower()
     mps = getattr(torch.backends, "mps", None)
     has_mps = bool(mps is not None and mps.is_available())
     if device == "auto":
@@ -25,10 +40,11 @@ def resolve_device(device: str) -> str:
         return "mps" if has_mps else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise TemacliError(f"--device {device}: CUDA is not available on this machine; use --device cpu or auto")
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        raise TemacliError(f"--device {device}: this machine has {n} CUDA device(s), cuda:0 to cuda:{n - 1}; use one of them")
     if device == "mps" and not has_mps:
         raise TemacliError("--device mps: MPS is not available on this machine; use --device cpu or auto")
-    if not (device in ("cpu", "mps") or device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
-        raise TemacliError(f"--device {device}: unknown device; use cpu, cuda, cuda:N, mps or auto")
     return device
 
 
@@ -49,9 +65,7 @@ def cpu_has_native_bf16() -> bool:
 
 def resolve_precision(precision: str, device: str) -> str:
     """The dtype name to run the encoder in: float32, bfloat16 or float16."""
-    precision = (precision or "auto").lower()
-    if precision not in PRECISIONS:
-        raise TemacliError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
+    precision = check_precision_name(precision)
     if precision == "auto":
         if device.startswith("cuda"):
             return "float16"

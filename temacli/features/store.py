@@ -64,12 +64,95 @@ def write_manifest_for(
     return artifacts.write_manifest(emb, m)
 
 
+FLOAT_DTYPES = ("float16", "float32", "float64")  # float64 is accepted and read as float32 by consumers
+_SCAN_ELEMENTS = 1 << 22  # rows are checked for finiteness in chunks of about this many values
+
+
+def _field(manifest: dict, dotted: str):
+    cur = manifest
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    return cur
+
+
+def check_manifest_fields(manifest: dict, name: str, where: str, fix: str) -> None:
+    """Refuse a features manifest that lacks a field the readers rely on (one line, naming the field)."""
+    need = {
+        "counts.n_items": int,
+        "counts.dim": int,
+        "inputs.items.fingerprint": str,
+        f"outputs.{name}.fingerprint": str,
+        f"outputs.has_{name}.fingerprint": str,
+    }
+    for key, typ in need.items():
+        v = _field(manifest, key)
+        if v is None:
+            raise TemacliError(f"{where}: manifest field {key} is missing; {fix}")
+        if not isinstance(v, typ) or isinstance(v, bool) or (typ is int and v < 0):
+            raise TemacliError(
+                f"{where}: manifest field {key} is {v!r}, expected {'a non-negative integer' if typ is int else 'a string'}; {fix}"
+            )
+
+
+def first_non_finite(arr: np.ndarray) -> tuple[int, int]:
+    """(first row with a NaN or infinite value or -1, number of such rows), scanning in chunks."""
+    n = int(arr.shape[0])
+    width = int(np.prod(arr.shape[1:])) if arr.ndim > 1 else 1
+    step = max(1, _SCAN_ELEMENTS // max(1, width))
+    first, count = -1, 0
+    for lo in range(0, n, step):
+        block = np.asarray(arr[lo : lo + step])
+        bad = ~np.isfinite(block).reshape(block.shape[0], -1).all(axis=1)
+        k = int(bad.sum())
+        if k:
+            if first < 0:
+                first = lo + int(np.flatnonzero(bad)[0])
+            count += k
+    return first, count
+
+
+def check_matrix(emb: np.ndarray, path: Path, what: str, fix: str) -> None:
+    """A features matrix must be floating point and finite: one line naming the file and the first bad row."""
+    if emb.dtype.name not in FLOAT_DTYPES:
+        raise TemacliError(
+            f"{path}: {what} are stored as {emb.dtype.name}, expected float32 or float16 (float64 is read as float32); {fix}"
+        )
+    first, count = first_non_finite(emb)
+    if first >= 0:
+        raise TemacliError(
+            f"{path}: row {first} (item {first}) of the {what} is not finite (NaN or infinity; {count:,} rows in all); {fix}"
+        )
+
+
+def check_mask(mask: np.ndarray, path: Path, what: str, fix: str) -> np.ndarray:
+    """A mask is bool; an integer mask of only 0 and 1 is accepted and read as bool."""
+    if mask.dtype == np.bool_:
+        return np.asarray(mask, dtype=bool)
+    if np.issubdtype(mask.dtype, np.integer):
+        vals = np.asarray(mask)
+        bad = np.flatnonzero((vals != 0) & (vals != 1))
+        if bad.size == 0:
+            return vals.astype(bool)
+        raise TemacliError(f"{path}: row {int(bad[0])} of the {what} holds {int(vals[bad[0]])}, expected true/false (0/1); {fix}")
+    raise TemacliError(f"{path}: {what} is stored as {mask.dtype.name}, expected bool; {fix}")
+
+
 def load_modality(features_dir: str | Path, name: str, dataset=None) -> Modality:
-    """Load one modality, checking shapes and (given a Dataset) the items fingerprint."""
+    """Load one modality, checking it before anyone trains or matches on it.
+
+    Checked: the manifest (a features stage, with counts.n_items, counts.dim, the items fingerprint and
+    the outputs' fingerprints), the shapes, the dtype (float16/float32; float64 accepted, read as
+    float32 by consumers; anything else refused), every value finite (the first NaN or infinite row is
+    named), the mask (bool, or integers 0/1), the files' fingerprints against the manifest (a file
+    edited after it was written is refused) and, given a Dataset, the items fingerprint.
+    """
     if name not in MODALITIES:
         raise TemacliError(f"unknown modality '{name}'; choose one of {', '.join(MODALITIES)}")
     features_dir = Path(features_dir)
     emb_path = features_dir / f"{name}.npy"
+    mask_path = features_dir / f"has_{name}.npy"
     fix = (
         f"run `temacli features {'clip' if name == 'image' else 'text'} --out {features_dir}` "
         "for this dataset's items.parquet"
@@ -77,17 +160,37 @@ def load_modality(features_dir: str | Path, name: str, dataset=None) -> Modality
     if not emb_path.is_file():
         raise TemacliError(f"{emb_path}: {name} features not found; {fix}")
     manifest = artifacts.read_manifest(emb_path, fix=fix)
+    mp = artifacts.manifest_path(emb_path)
+    if not isinstance(manifest, dict):
+        raise TemacliError(f"{mp}: manifest is not a JSON object; {fix}")
     if manifest.get("stage") not in STAGES:
         raise TemacliError(f"{emb_path}: manifest stage '{manifest.get('stage')}' is not a features stage; {fix}")
+    check_manifest_fields(manifest, name, str(mp), fix)
     n = dataset.n_items if dataset is not None else int(manifest["counts"]["n_items"])
     emb = artifacts.read_npy(emb_path, shape0=n, ndim=2, what=f"{name} features", fix=fix)
-    mask = artifacts.read_npy(features_dir / f"has_{name}.npy", shape0=n, ndim=1, what=f"has_{name} mask", fix=fix)
+    mask = artifacts.read_npy(mask_path, shape0=n, ndim=1, what=f"has_{name} mask", fix=fix)
+    if int(manifest["counts"]["n_items"]) != n:
+        raise TemacliError(f"{mp}: counts.n_items is {manifest['counts']['n_items']}, the matrix has {n} rows; {fix}")
+    if int(manifest["counts"]["dim"]) != emb.shape[1]:
+        raise TemacliError(f"{mp}: counts.dim is {manifest['counts']['dim']}, the matrix has {emb.shape[1]} columns; {fix}")
+    if emb.shape[1] < 1:
+        raise TemacliError(f"{emb_path}: {name} features have 0 columns; {fix}")
+    check_matrix(emb, emb_path, f"{name} features", fix)
+    mask = check_mask(mask, mask_path, f"has_{name} mask", fix)
+    for key, path in ((name, emb_path), (f"has_{name}", mask_path)):
+        artifacts.check_same(
+            f"{path.name} fingerprint (the file changed after its manifest was written)",
+            manifest["outputs"][key]["fingerprint"],
+            artifacts.fingerprint(path),
+            str(path),
+            fix,
+        )
     if dataset is not None:
         from temacli.data.dataset import check_items_fingerprint
 
-        found = manifest.get("inputs", {}).get("items", {}).get("fingerprint")
+        found = manifest["inputs"]["items"]["fingerprint"]
         check_items_fingerprint(found, dataset, str(emb_path), fix)
-    return Modality(name=name, embeddings=emb, mask=np.asarray(mask, dtype=bool), manifest=manifest)
+    return Modality(name=name, embeddings=emb, mask=mask, manifest=manifest)
 
 
 def available(features_dir: str | Path) -> list[str]:
@@ -149,6 +252,36 @@ def read_items(path: str | Path) -> ItemsInput:
     return ItemsInput(path=path, table=table, fingerprint=fp)
 
 
+MAX_BATCH = 65536  # --batch-size / --text-batch-size: 1 to this
+MAX_WORKERS = 64  # --workers: 0 (decode in the main process) to this
+
+
+def check_features_out(out: str | Path, flag: str = "--out") -> Path:
+    """Refuse a features folder that cannot be written, before any model is loaded (exit 2, nothing written)."""
+    out = artifacts.check_output(out, "dir", flag)
+    if out.is_dir():
+        for name in MODALITIES:
+            for f in (f"{name}.npy", f"has_{name}.npy", REPORT_NAME.format(name=name), f"{name}.npy.manifest.json"):
+                if (out / f).is_dir():
+                    raise TemacliError(f"{flag} {out}: {out / f} is a folder where the output file {f} goes; remove it or choose another {flag}")
+    return out
+
+
+def check_text_column(table, column: str, flag: str, path: Path, required: bool = True) -> None:
+    """An items column named by a flag must exist (when ``required``) and hold strings."""
+    import pyarrow as pa
+
+    if column not in table.column_names:
+        if required:
+            raise TemacliError(
+                f"{flag} {column}: {path} has no such column (found: {', '.join(table.column_names)}); pass an existing column"
+            )
+        return
+    t = table.schema.field(column).type
+    if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)):
+        raise TemacliError(f"{flag} {column}: column of {path} has type {t}, expected strings; pass a text column")
+
+
 def begin_modality(features_dir: str | Path, name: str) -> Path:
     """Remove ``name``'s manifest before its files are rewritten.
 
@@ -195,6 +328,7 @@ def is_up_to_date(features_dir: str | Path, name: str, stage: str, params: dict,
         )
         if not same:
             return False
+        check_manifest_fields(m, name, str(mp), "")
         outs = m.get("outputs", {})
         return outs.get(name, {}).get("fingerprint") == artifacts.fingerprint(emb) and outs.get(
             f"has_{name}", {}
@@ -255,12 +389,14 @@ def write_modality(
 def skipped_summary(features_dir: str | Path, name: str) -> dict:
     """The summary of a modality left as it was (already up to date)."""
     m = artifacts.read_manifest(Path(features_dir) / f"{name}.npy")
+    counts = m.get("counts") if isinstance(m.get("counts"), dict) else {}
+    params = m.get("params") if isinstance(m.get("params"), dict) else {}
     return {
         "modality": name,
         "path": str(Path(features_dir) / f"{name}.npy"),
-        "n_items": m["counts"]["n_items"],
-        "dim": m["counts"]["dim"],
-        "dtype": m["params"].get("dtype"),
-        "missing": m["counts"]["missing"],
+        "n_items": counts.get("n_items"),
+        "dim": counts.get("dim"),
+        "dtype": params.get("dtype"),
+        "missing": counts.get("missing"),
         "up_to_date": True,
     }

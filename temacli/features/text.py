@@ -18,7 +18,9 @@ from typing import Callable
 
 import numpy as np
 
-from temacli.errors import TemacliError
+from temacli.errors import TemacliError, check_range
+from temacli.progress import SILENT, Progress
+from temacli.features.device import check_precision_name
 from temacli.features.device import resolve_device, resolve_precision, torch_dtype  # noqa: F401 (re-exported)
 
 MODEL_NAME = "all-MiniLM-L6-v2"
@@ -76,7 +78,7 @@ def encode_texts(
     texts: list[str],
     batch_size: int = 256,
     device: str = "cpu",
-    progress: Callable[[int], None] | None = None,
+    progress: "Progress | Callable[[int], None] | None" = None,
     out: np.ndarray | None = None,
     precision: str = "auto",
 ) -> np.ndarray:
@@ -85,8 +87,9 @@ def encode_texts(
     ``precision``: auto (bfloat16 on CPUs with native bf16, float16 on CUDA, else float32),
     float32, bfloat16 or float16; see :mod:`temacli.features.device`.
 
-    An empty (or whitespace-only) text gives a zero row. ``progress(k)`` is called after each batch
-    with the number of texts just finished (empty ones included). ``out`` (e.g. a memory map of shape
+    An empty (or whitespace-only) text gives a zero row. ``progress`` (a :class:`temacli.progress.Progress`,
+    or a plain callable ``k -> None``) advances after each batch by the number of texts just finished
+    (empty ones included). ``out`` (e.g. a memory map of shape
     (n, 384), any float dtype) receives the rows in place and is returned; rows are written in batches
     so the matrix never has to exist twice in RAM.
     """
@@ -94,6 +97,8 @@ def encode_texts(
 
     if batch_size < 1:
         raise TemacliError(f"batch size must be at least 1 (got {batch_size})")
+    if progress is not None and hasattr(progress, "advance"):
+        progress = progress.advance
     n = len(texts)
     if out is None:
         out = np.zeros((n, DIM), dtype=np.float32)
@@ -160,26 +165,30 @@ def compute_text_features(
     batch_size: int = 256,
     dtype: str = "float32",
     force: bool = False,
-    progress=None,
+    progress: Progress = SILENT,
     precision: str = "auto",
 ) -> dict:
     """``temacli features text`` as a library call: ``<out>/text.npy``, ``has_text.npy``, report, manifest.
 
-    ``progress(description, total)`` returns an ``advance(k)`` callable (or is None).
+    ``progress`` receives the events of :mod:`temacli.progress` (one phase, 'texts').
     """
     from importlib import metadata
 
     from temacli.data.dataset import item_texts
     from temacli.features import store
 
+    # flags first, then the output folder, then the inputs: nothing is loaded or written for a bad call
     if dtype not in store.DTYPES:
         raise TemacliError(f"--dtype {dtype}: choose one of {', '.join(store.DTYPES)}")
-    if batch_size < 1:
-        raise TemacliError(f"--batch-size {batch_size}: must be at least 1")
-    inp = store.read_items(items)
-    texts = item_texts(inp.table, text_column)
+    check_range("--batch-size", batch_size, 1, store.MAX_BATCH)
+    check_precision_name(precision)
     device = resolve_device(device)
     precision = resolve_precision(precision, device)
+    store.check_features_out(out)
+    inp = store.read_items(items)
+    if text_column is not None:
+        store.check_text_column(inp.table, text_column, "--text-column", inp.path)
+    texts = item_texts(inp.table, text_column)
     try:
         package_version = metadata.version(PACKAGE)
     except metadata.PackageNotFoundError:
@@ -207,8 +216,8 @@ def compute_text_features(
     item_ids = inp.table.column("item_id").to_pylist()
 
     def fill(mm):
-        advance = progress("texts", inp.n_items) if progress else None
-        encode_texts(texts, batch_size=batch_size, device=device, progress=advance, out=mm, precision=precision)
+        progress.start(inp.n_items, "texts")
+        encode_texts(texts, batch_size=batch_size, device=device, progress=progress, out=mm, precision=precision)
         mask = np.asarray([bool(t.strip()) for t in texts], dtype=bool)
         recs = [{"item": int(r), "item_id": item_ids[r], "reason": "no_text"} for r in np.flatnonzero(~mask)]
         return mask, recs
@@ -216,4 +225,5 @@ def compute_text_features(
     summary["modalities"].append(
         store.write_modality(out, "text", STAGE, params, inp, DIM, dtype, fill, device=device)
     )
+    progress.finish()
     return summary
