@@ -3,6 +3,7 @@
 Usage:
     python examples/bench_data_split.py --real ../shared/data/amazon-food-kitchen
     python examples/bench_data_split.py --generate 10000000
+    python examples/bench_data_split.py --llmcdsr ../shared/data/llmcdsr-food-kitchen
 
 Each case runs in a fresh subprocess; peak memory is that process's maximum resident set size
 (ru_maxrss), wall time covers reading, filtering, splitting, drawing candidates and writing.
@@ -60,16 +61,37 @@ def run_case(interactions: Path, items: Path | None, out: Path) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def run_import(folder: Path, out: Path) -> dict:
+    code = (
+        "import time, resource, json\n"
+        "t=time.perf_counter()\n"
+        "from temacli.data.formats import import_dataset\n"
+        f"m=import_dataset('llmcdsr', {str(folder)!r}, {str(out)!r}, force=True)\n"
+        "print(json.dumps({'wall_s': time.perf_counter()-t, 'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024, "
+        "'counts': m['counts']}))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--real", type=Path, help="folder with interactions.csv and items.csv")
     ap.add_argument("--generate", type=int, help="number of interactions of a generated log")
+    ap.add_argument("--llmcdsr", type=Path, help="a published LLMCDSR folder to import")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if a.real:
             r = run_case(a.real / "interactions.csv", a.real / "items.csv", tmp / "real")
             print(f"real {a.real}: {r['raw']:,} interactions  wall {r['wall_s']:.2f} s  peak RSS {r['peak_rss_mib']:.0f} MiB")
+        if a.llmcdsr:
+            r = run_import(a.llmcdsr, tmp / "llmcdsr")
+            c = r["counts"]
+            print(
+                f"import {a.llmcdsr}: {c['rows_train']:,} training rows, {c['rows_valid'] + c['rows_test']:,} "
+                f"evaluation rows  wall {r['wall_s']:.2f} s  peak RSS {r['peak_rss_mib']:.0f} MiB"
+            )
         if a.generate:
             log = tmp / "log.parquet"
             t = time.perf_counter()
