@@ -212,3 +212,17 @@ def test_movie_book_partial_imports_with_warning_and_counts(tmp_path, capsys):
     lo = np.where(te.target_domain == 0, 0, ds.n_x)[:, None]
     hi = np.where(te.target_domain == 0, ds.n_x, ds.n_items)[:, None]
     assert ((c >= lo) & (c < hi)).all() and not (c == te.target[:, None]).any()
+
+
+@pytest.mark.parametrize("file,content,words", [
+    ("num.txt", "ten\n1200\n", "expected two integers"),
+    ("items_A.tsv", "index\tasin\ttitle\nzero\tA0\tMovie\n", "index 'zero' is not an integer"),
+    ("test.txt", "1\t20,21;22\n", "is not 'user<TAB>i1,i2,...'"),
+    ("valid.txt", "1\t20,99999\n", "outside 0..2201"),
+])
+def test_malformed_files_are_refused_in_one_line(tmp_path, capsys, file, content, words):
+    folder = tiny_folder(tmp_path / "llmcdsr-movie-book")
+    (folder / file).write_text(content)
+    code, _, err = run_cli(["data", "split", "--format", "llmcdsr", folder, "--out", tmp_path / "d", "-q"], capsys)
+    assert code == 2 and words in err and file in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "d").exists()

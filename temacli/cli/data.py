@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Optional
@@ -26,6 +27,18 @@ def _domains(value: Optional[str]) -> Optional[tuple[str, str]]:
     if len(parts) != 2:
         raise typer.BadParameter("give two domain names separated by a comma, X first: e.g. food,kitchen")
     return parts  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def _shown(progress):
+    """Close the progress display; after a failure only a terminal's bar is stopped (no '(done)' line)."""
+    try:
+        yield
+    except BaseException:
+        if getattr(progress, "tty", False):
+            progress.finish()
+        raise
+    progress.finish()
 
 
 # ranges quoted in --help; the library checks the same ranges (temacli.data.build.RANGES) before any work
@@ -100,10 +113,8 @@ def split(
             domain_col=domain_col, time_col=time_col, item_id_col=item_id_col, title_col=title_col,
             description_col=description_col, image_col=image_col,
         )
-        try:
+        with _shown(progress):
             m = lib.split_dataset(interactions, items, out, opts, force=force, progress=progress)
-        finally:
-            progress.finish()
     else:
         from temacli.data import formats
 
@@ -113,13 +124,11 @@ def split(
             raise TemacliError(f"--format {fmt} needs the benchmark folder as argument")
         if interactions is not None or items is not None:
             raise TemacliError(f"--format {fmt} reads its own files from the folder; drop --interactions/--items")
-        try:
+        with _shown(progress):
             m = formats.import_dataset(
                 fmt, source, out, domains=doms, seed=seed, force=force,
                 exclude_history=True if exclude_history else None, progress=progress,
             )
-        finally:
-            progress.finish()
     r = m["report"]
     for name in r.get("missing_files") or []:
         err(f"warning: {Path(source) / name} is missing: imported without it (see report.json)")

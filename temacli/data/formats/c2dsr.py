@@ -35,7 +35,10 @@ def _read_list(path: Path) -> list[str]:
                 if line.strip():
                     raise TemacliError(f"{path}: line {ln} is not 'orig_id<TAB>asin<TAB>index'")
                 continue
-            rows.append((int(parts[2]), parts[1]))
+            try:
+                rows.append((int(parts[2]), parts[1]))
+            except ValueError:
+                raise TemacliError(f"{path}: line {ln}: index '{parts[2]}' is not an integer") from None
     n = len(rows)
     base = min(i for i, _ in rows) if rows else 0
     ids = [""] * n
@@ -81,7 +84,10 @@ def _read_sequences(path: Path, users_by_index: dict[int, str]) -> tuple[list[st
                     raise TemacliError(f"{path}: line {ln}: field '{fld}' is not 'item|unix_ts|datetime|'") from None
             order = np.argsort(np.asarray(times), kind="stable")  # ties keep file order
             seqs.append(np.asarray(items, dtype=np.int64)[order])
-            u = int(fields[0])
+            try:
+                u = int(fields[0])
+            except ValueError:
+                raise TemacliError(f"{path}: line {ln}: user '{fields[0]}' is not an integer") from None
             users.append(users_by_index.get(u, f"user#{u}"))
     return users, seqs
 
@@ -100,10 +106,13 @@ def build(folder: Path, domains: tuple[str, str] | None, seed: int = 42, negativ
     users_by_index: dict[int, str] = {}
     if (folder / "userlist.txt").is_file():
         with open(folder / "userlist.txt") as f:
-            for line in f:
+            for ln, line in enumerate(f, 1):
                 parts = line.rstrip("\n").split("\t")
                 if len(parts) >= 2:
-                    users_by_index[int(parts[1])] = parts[0]
+                    try:
+                        users_by_index[int(parts[1])] = parts[0]
+                    except ValueError:
+                        raise TemacliError(f"{folder / 'userlist.txt'}: line {ln}: index '{parts[1]}' is not an integer") from None
     missing = [fname for _, fname in SEQ_FILES if not (folder / fname).is_file()]
     if all(f in missing for f in ("validdata_new.txt", "testdata_new.txt")):
         raise TemacliError(f"{folder}: neither validdata_new.txt nor testdata_new.txt found; nothing to import")

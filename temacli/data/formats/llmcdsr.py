@@ -61,7 +61,10 @@ def _read_items(path: Path, n: int) -> tuple[list[str], list[str]]:
             parts = line.rstrip("\n").split("\t")
             if len(parts) < 2:
                 continue
-            i = int(parts[0])
+            try:
+                i = int(parts[0])
+            except ValueError:
+                raise TemacliError(f"{path}: line {ln}: index '{parts[0]}' is not an integer") from None
             if not 0 <= i < n:
                 raise TemacliError(f"{path}: line {ln}: index {i} outside 0..{n - 1} (num.txt says {n} items)")
             ids[i] = parts[1]
@@ -86,7 +89,10 @@ def build(
     nums = (folder / "num.txt").read_text().split()
     if len(nums) < 2:
         raise TemacliError(f"{folder / 'num.txt'}: expected two numbers (items of A, items of B)")
-    n_x, n_y = int(nums[0]), int(nums[1])
+    try:
+        n_x, n_y = int(nums[0]), int(nums[1])
+    except ValueError:
+        raise TemacliError(f"{folder / 'num.txt'}: expected two integers (items of A, items of B)") from None
     domains = default_domains(folder, domains)
     ids_x, titles_x = _read_items(folder / "items_A.tsv", n_x)
     ids_y, titles_y = _read_items(folder / "items_B.tsv", n_y)
