@@ -11,6 +11,7 @@ import pytest
 from _eval_fixtures import DotModel, make_dataset
 from temacli import artifacts
 from temacli.data.dataset import SPLIT
+from temacli.data.split import rewrite_split
 from temacli.evaluation.evaluate import evaluate_scorer
 from temacli.evaluation.protocols import full_ranks, sampled_ranks
 from temacli.evaluation.slices import train_item_counts
@@ -181,7 +182,7 @@ def test_empty_history_is_skipped_counted_and_named(tmp_path):
     hist = t.column("history").to_pylist()
     hist[2] = []
     t = t.set_column(t.column_names.index("history"), "history", pa.array(hist, pa.list_(pa.int32())))
-    artifacts.write_table(t, ds.path / "test.parquet", SPLIT)
+    rewrite_split(ds, "test", t)  # a deliberate edit, recorded in the manifest
     who = t.column("user_id").to_pylist()[2]
     res = evaluate_scorer(DotModel(ds), ds, protocol="sampled")
     skipped = res["instances"]["skipped"]["empty history"]

@@ -12,6 +12,8 @@ from temacli.cli import main
 from temacli.evaluation.evaluate import open_model_and_data
 from temacli.evaluation.metrics import rank_of_target
 
+pytestmark = pytest.mark.slow  # trains two tiny models (~15 s on the shared CPU)
+
 
 def run(args, capsys):
     with pytest.raises(SystemExit) as e:

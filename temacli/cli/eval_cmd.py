@@ -32,7 +32,7 @@ def eval_cmd(
     ),
     ks: Optional[str] = typer.Option(
         None, "--ks",
-        help=f"Cutoffs: NDCG@k and HR@k for each k, comma-separated integers in 1..{MAX_K}, e.g. 1,3,5,10 "
+        help=f"Cutoffs: NDCG@k and HR@k for each k, comma-separated integers from 1 to {MAX_K}, e.g. 1,3,5,10 "
         "(default: NDCG@5,10 and HR@1,5,10; with --layout llmcdsr: 1,3,5,10). MRR is always reported.",
     ),
     layout: str = typer.Option(
@@ -53,14 +53,14 @@ def eval_cmd(
         "MRR,NDCG@5,NDCG@10; with --layout llmcdsr NDCG@k and HR@k for k in 1,3,5,10).",
     ),
     batch_size: int = typer.Option(
-        256, "--batch-size", help=f"Instances encoded per forward pass ({BATCH_RANGE[0]}..{BATCH_RANGE[1]})."
+        256, "--batch-size", help=f"Instances encoded per forward pass ({BATCH_RANGE[0]} to {BATCH_RANGE[1]})."
     ),
     chunk_size: int = typer.Option(
-        32768, "--chunk-size", help=f"Full protocol: items scored per chunk ({CHUNK_RANGE[0]}..{CHUNK_RANGE[1]})."
+        32768, "--chunk-size", help=f"Full protocol: items scored per chunk ({CHUNK_RANGE[0]} to {CHUNK_RANGE[1]})."
     ),
     cold_threshold: int = typer.Option(
         5, "--cold-threshold",
-        help=f"A target is cold when it occurs at most this often in train ({COLD_RANGE[0]}..{COLD_RANGE[1]}).",
+        help=f"A target is cold when it occurs at most this often in train ({COLD_RANGE[0]} to {COLD_RANGE[1]}).",
     ),
     weights: str = typer.Option(
         "model.safetensors", "--weights",
@@ -87,15 +87,16 @@ def eval_cmd(
 
     Example: temacli eval --compare runs/fk/model runs/fk/sasrec runs/fk/gru4rec
     """
-    from temacli.cli._console import RichProgress, err, info
+    from temacli.cli._console import RichProgress, err
     from temacli.cli._json import print_json
     from temacli.errors import TemacliError
     from temacli.evaluation import cache
     from temacli.evaluation import compare as cmp_mod
     from temacli.evaluation import evaluate as ev
     from temacli.evaluation import report
-    from temacli.evaluation.checks import check_eval_options, check_output_file
-    from temacli.evaluation.metrics import LLMCDSR_KS
+    from temacli.artifacts import check_output
+    from temacli.evaluation.checks import check_eval_options
+    from temacli.evaluation.metrics import LLMCDSR_KS, metric_names
 
     # every option value and output path is checked before any model is loaded
     if json_out and markdown:
@@ -111,7 +112,7 @@ def eval_cmd(
             raise TemacliError(f"--layout llmcdsr needs k = {','.join(map(str, LLMCDSR_KS))}; add "
                                f"{','.join(map(str, missing))} to --ks")
     if out is not None:
-        check_output_file(out, "--out")
+        check_output(out, "file", "--out")
     if recompute and not compare:
         raise TemacliError("--recompute goes with --compare (a plain eval always evaluates)")
     opts = dict(split=split, protocol=protocol, exclude_history=not keep_history, batch_size=batch_size,
@@ -126,8 +127,15 @@ def eval_cmd(
             metric_cols = cmp_mod.parse_metrics(metrics)  # fail before any evaluation runs
         elif layout == "llmcdsr":
             metric_cols = report.LLMCDSR_COLUMNS
+        elif ks_t is not None:
+            metric_cols = ("MRR", *(f"NDCG@{k}" for k in ks_t))
         else:
             metric_cols = cmp_mod.COMPARE_METRICS
+        if any(p.is_dir() for p in list(runs or []) + ([model] if model is not None else [])):
+            missing = [c for c in metric_cols if c not in metric_names(ks_t)]
+            if missing:  # the models evaluated now would not have these columns
+                raise TemacliError(f"--metrics {','.join(metric_cols)}: {', '.join(missing)} not among the cutoffs "
+                                   f"evaluated; add their k to --ks")
         paths = list(runs or []) + ([model] if model is not None else [])
         if len(paths) < 2:
             raise TemacliError("--compare needs at least two runs: model folders or result JSON files")
@@ -140,7 +148,7 @@ def eval_cmd(
                 results[i], note = cache.evaluate_cached(p, data, recompute=recompute,
                                                          progress=RichProgress(enabled=not quiet), **opts)
                 if not quiet:
-                    info(f"{p}: {note}")
+                    err(f"{p}: {note}")
         for r in results:
             warn(r)
         table = cmp_mod.comparison(results, tuple(metric_cols))
@@ -164,7 +172,7 @@ def eval_cmd(
     result = ev.evaluate(model, data, progress=RichProgress(enabled=not quiet), **opts)
     saved = cache.save(result, model)
     if not quiet:
-        info(f"saved in {saved}" if saved else f"note: {model} is not writable; the result was not saved there")
+        err(f"saved in {saved}" if saved else f"note: {model} is not writable; the result was not saved there")
     warn(result)
     if out is not None:
         ev.write_result(result, out)

@@ -1,4 +1,6 @@
-"""Checks of ``eval``'s option values and output paths, done before any model is loaded or file written.
+"""Checks of ``eval``'s option values, done before any model is loaded or file written.
+
+(Output paths are checked by :func:`temacli.artifacts.check_output`.)
 
 Every refusal is a :class:`~temacli.errors.TemacliError` with one line: the flag and its value, the
 allowed range (the same range ``temacli eval --help`` shows), and what to do.
@@ -7,10 +9,8 @@ allowed range (the same range ``temacli eval --help`` shows), and what to do.
 from __future__ import annotations
 
 import numbers
-import os
-from pathlib import Path
 
-from temacli.errors import TemacliError
+from temacli.errors import TemacliError, check_range
 
 BATCH_RANGE = (1, 65536)
 CHUNK_RANGE = (1, 16_777_216)
@@ -19,13 +19,12 @@ MAX_K = 1000  # largest cutoff k of --ks (the sampled protocol ranks among 1,000
 
 
 def check_int(flag: str, value, lo: int, hi: int) -> int:
-    """``value`` is an integer in ``lo..hi`` (inclusive), else one line naming the flag and the range."""
+    """``value`` is an integer in ``lo..hi`` (inclusive), else one line naming the flag and the range
+    (:func:`temacli.errors.check_range`, the message every command uses)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TemacliError(f"{flag} {value!r}: must be an integer in {lo}..{hi}")
-    v = int(value)
-    if v < lo or v > hi:
-        raise TemacliError(f"{flag} {v}: must be an integer in {lo}..{hi}")
-    return v
+        raise TemacliError(f"{flag} {value!r}: must be an integer between {lo} and {hi}")
+    check_range(flag, int(value), lo, hi)
+    return int(value)
 
 
 def check_eval_sizes(batch_size: int, chunk_size: int, cold_threshold: int | None = None) -> None:
@@ -33,24 +32,6 @@ def check_eval_sizes(batch_size: int, chunk_size: int, cold_threshold: int | Non
     check_int("--chunk-size", chunk_size, *CHUNK_RANGE)
     if cold_threshold is not None:
         check_int("--cold-threshold", cold_threshold, *COLD_RANGE)
-
-
-def check_output_file(path: str | os.PathLike, flag: str = "--out") -> Path:
-    """A file can be written at ``path``: not an existing folder, no file where a parent folder must
-    be, and the nearest existing parent folder is writable. Returns the path."""
-    path = Path(path)
-    if path.is_dir():
-        raise TemacliError(f"{flag} {path}: is a folder, a file is wanted; give a file name such as {path / 'result.json'}")
-    parent = path.parent
-    while not parent.exists():
-        if parent.parent == parent:
-            break
-        parent = parent.parent
-    if parent.exists() and not parent.is_dir():
-        raise TemacliError(f"{flag} {path}: {parent} is a file, not a folder; choose another path")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise TemacliError(f"{flag} {path}: cannot write in {parent} (permission denied); choose a writable folder")
-    return path
 
 
 def check_eval_options(split: str, protocol: str, batch_size: int, chunk_size: int, cold_threshold: int,

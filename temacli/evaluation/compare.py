@@ -46,7 +46,7 @@ _METRIC = re.compile(r"^(MRR|NDCG@(\d+)|HR@(\d+))$")
 
 
 def parse_metrics(text: str) -> tuple[str, ...]:
-    """``"MRR,NDCG@10"`` -> ("MRR", "NDCG@10"): MRR, NDCG@k or HR@k (k in 1..MAX_K).
+    """``"MRR,NDCG@10"`` -> ("MRR", "NDCG@10"): MRR, NDCG@k or HR@k (k from 1 to MAX_K).
 
     Whether the results hold them is checked by :func:`comparison` (``eval --ks`` chooses the cutoffs).
     """
@@ -58,7 +58,7 @@ def parse_metrics(text: str) -> tuple[str, ...]:
         if not hit or (k and not 1 <= int(k) <= MAX_K):
             bad.append(m)
     if bad or not names:
-        raise TemacliError(f"--metrics {text}: choose from MRR, NDCG@k, HR@k (k in 1..{MAX_K}), e.g. MRR,NDCG@10,HR@10")
+        raise TemacliError(f"--metrics {text}: choose from MRR, NDCG@k, HR@k (k between 1 and {MAX_K}), e.g. MRR,NDCG@10,HR@10")
     return tuple(dict.fromkeys(names))
 
 

@@ -64,7 +64,7 @@ def hr_at(ranks: np.ndarray, k: int) -> float:
 
 
 def parse_ks(text: str | Sequence[int], flag: str = "--ks") -> tuple[int, ...]:
-    """``"1,3,5,10"`` -> (1, 3, 5, 10): distinct integers in 1..MAX_K, sorted; anything else is refused."""
+    """``"1,3,5,10"`` -> (1, 3, 5, 10): distinct integers from 1 to MAX_K, sorted; anything else is refused."""
     parts = [p.strip() for p in text.split(",")] if isinstance(text, str) else [str(p) for p in text]
     parts = [p for p in parts if p]
     try:
@@ -73,7 +73,7 @@ def parse_ks(text: str | Sequence[int], flag: str = "--ks") -> tuple[int, ...]:
         ks = []
     if not ks or any(k < 1 or k > MAX_K for k in ks):
         shown = text if isinstance(text, str) else ",".join(parts)
-        raise TemacliError(f"{flag} {shown}: give comma-separated integers in 1..{MAX_K}, e.g. {flag} 1,3,5,10")
+        raise TemacliError(f"{flag} {shown}: give comma-separated integers between 1 and {MAX_K}, e.g. {flag} 1,3,5,10")
     return tuple(sorted(set(ks)))
 
 

@@ -84,6 +84,21 @@ class DomainRanking:
         return np.where(nan, self.n_candidates, self.higher) + 1
 
 
+def _top_columns(sc: np.ndarray, top: int) -> np.ndarray:
+    """Per row, the columns of the ``top`` highest scores, ties broken by the lower column (as a full
+    sort by (-score, column) would, without sorting the whole row). NaN counts as -inf."""
+    b, m = sc.shape
+    if top >= m:
+        return np.tile(np.arange(m), (b, 1))
+    s = np.where(np.isnan(sc), -np.inf, sc)
+    kth = np.partition(s, m - top, axis=1)[:, m - top]  # the top-th highest score of each row
+    above = s > kth[:, None]
+    need = top - above.sum(axis=1)  # how many of the items scoring exactly kth are taken
+    tied = s == kth[:, None]
+    chosen = above | (tied & (np.cumsum(tied, axis=1) <= need[:, None]))
+    return np.nonzero(chosen)[1].reshape(b, top)  # exactly ``top`` per row, in column order
+
+
 def rank_domain(
     scorer: Any,
     state: Any,
@@ -145,8 +160,7 @@ def rank_domain(
                 sc[exc_r[k], exc_i[k] - c0] = -np.inf
                 masked += np.bincount(exc_r[k], minlength=b)
         if kk:  # running top-k: merge this chunk's best with the best so far
-            top = min(kk, m)
-            cand = np.argpartition(-sc, top - 1, axis=1)[:, :top] if top < m else np.tile(np.arange(m), (b, 1))
+            cand = _top_columns(sc, min(kk, m))
             cs = np.take_along_axis(sc, cand, axis=1)
             all_s = np.concatenate([best_s, cs], axis=1)
             all_i = np.concatenate([best_i, cand + c0], axis=1)

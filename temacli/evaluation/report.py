@@ -114,15 +114,28 @@ def result_renderables(result: dict, slices: bool = True, layout: str = "paper")
     out: list[Any] = [Text("\n".join(header_lines(result)), style="dim")]
     title = f"{result['protocol']} protocol, {result['split']} split (metrics in %"
     title += ", LLMCDSR's layout)" if layout == "llmcdsr" else ")"
-    t = Table(title=title, title_justify="left")
-    t.add_column("target domain")
-    t.add_column("n", justify="right")
-    for c in cols + DIAG_COLUMNS:
-        t.add_column(c, justify="right")
-    for name, m in _metric_rows(result):
-        t.add_row(name, str(m["n"]), *(pct(m[c]) for c in cols), *_diag_cells(result, name),
-                  style="bold" if name == "all" else None)
-    out.append(t)
+    # at most 6 metric columns per table, so the table fits an 80-column terminal
+    groups = [cols] if len(cols) <= 6 else [
+        tuple(c for c in cols if not c.startswith("HR@")), tuple(c for c in cols if c.startswith("HR@"))]
+    out.append(Text(title, style="italic"))  # a line of its own: a table title wraps at the table's width
+    for group in groups:
+        t = Table()
+        t.add_column("target domain")
+        t.add_column("n", justify="right")
+        for c in group:
+            t.add_column(c, justify="right")
+        for name, m in _metric_rows(result):
+            t.add_row(name, str(m["n"]), *(pct(m[c]) for c in group), style="bold" if name == "all" else None)
+        out.append(t)
+    if result.get("diagnostics"):
+        dg = Table(title="diagnostics (tied: the target ties with at least one candidate)", title_justify="left")
+        for c in ("target domain", "n", "tied %", "tied", "NaN cand.", "NaN target"):
+            dg.add_column(c, justify="left" if c == "target domain" else "right")
+        for name, _ in _metric_rows(result):
+            g = result["diagnostics"][name]
+            dg.add_row(name, str(g["n"]), pct(g["tied_share"]), str(g["tied_targets"]),
+                       str(g["nan_candidate_scores"]), str(g["nan_target_scores"]))
+        out.append(dg)
     if slices:
         s = Table(title="slices (metrics in %)", title_justify="left")
         scols = _slice_columns(result)
