@@ -163,6 +163,6 @@ def test_output_guard_covers_every_command_with_an_out():
             else:
                 yield path + (name,), sub
 
-    with_out = [(p, c) for p, c in walk(_command()) if any(x.name == "out" for x in c.params)]
-    assert len(with_out) >= 6
+    with_out = [(p, c) for p, c in walk(_command()) if any("--out" in x.opts for x in c.params)]
+    assert len(with_out) >= 9
     assert all(getattr(c.callback, "_temacli_guarded", False) for _, c in with_out)

@@ -101,12 +101,13 @@ _OUT_KIND = {
     ("features", "clip"): "dir",
     ("features", "text"): "dir",
     ("train",): "dir",
+    ("plot",): "dir",
 }
-_OUT_PARAMS = ("out",)
+_OUT_FLAG = "--out"
 
 
 def _guard_outputs(group, path: tuple[str, ...] = ()) -> None:
-    """Wrap each command so its ``--out`` is checked (:func:`temacli.artifacts.check_output`) before it runs.
+    """Wrap each command so its ``--out`` (whatever its parameter's name) is checked (:func:`temacli.artifacts.check_output`) before it runs.
 
     A folder output (data split, features, train) must not be an existing file and must be writable;
     any other output is a file: not an existing folder, in a writable folder. Stages check again in
@@ -122,7 +123,7 @@ def _guard_outputs(group, path: tuple[str, ...] = ()) -> None:
         if cmd.callback is None or getattr(cmd.callback, "_temacli_guarded", False):
             continue
         params = {p.name: p for p in cmd.params}
-        names = [n for n in _OUT_PARAMS if n in params]
+        names = [p.name for p in cmd.params if _OUT_FLAG in getattr(p, "opts", ())]
         if not names:
             continue
         kind = _OUT_KIND.get(sub, "file")
@@ -217,8 +218,11 @@ def main(argv: list[str] | None = None) -> None:
     chose (permission denied, read-only, no space, a file where a folder is wanted) are reported the
     same way, one line and exit 2. Anything else is an internal failure: exit 1.
     """
-    from temacli.cli._console import err
+    from temacli.cli._console import err_console
     from temacli.errors import Interrupted, TemacliError
+
+    def err(message: str) -> None:  # one plain line: no markup, no highlighting, no :emoji: codes (cuda:x:)
+        err_console.print(message, markup=False, highlight=False, emoji=False, soft_wrap=True)
 
     exc = _click_exceptions()
     try:

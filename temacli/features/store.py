@@ -122,7 +122,7 @@ def check_matrix(emb: np.ndarray, path: Path, what: str, fix: str) -> None:
     first, count = first_non_finite(emb)
     if first >= 0:
         raise TemacliError(
-            f"{path}: row {first} (item {first}) of the {what} is not finite (NaN or infinity; {count:,} rows in all); {fix}"
+            f"{path}: row {first} (item {first}) of the {what} is not finite (NaN or infinity; {count:,} row{'s' if count != 1 else ''} in all); {fix}"
         )
 
 

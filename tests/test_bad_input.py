@@ -1,0 +1,319 @@
+"""Issue 12's bad-input suite: every stage refuses bad input cleanly and writes nothing.
+
+One test (at least) per class of the issue, not per example. Each runs the real command through
+``temacli.cli.main`` on tiny inputs built in ``tmp_path`` and asserts the exit code (2), the first words
+of the one-line message, and that nothing was written (the tree under ``tmp_path`` is unchanged, or the
+output does not exist). Classes, in the issue's order:
+
+1. inputs validated where they are read (feature matrices: NaN rows, integer storage, manifest fields)
+2. inputs fingerprint-checked (a features matrix edited after its manifest)
+3. flag values checked before any work or file
+4. output paths checked before work (file/folder mix-ups, unwritable folders, for every writing stage);
+   outputs honour the umask
+6. leftovers of a killed write removed on the next run
+and the crash class: out of memory and OSError on a user path become one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from temacli import artifacts
+from temacli.cli import main
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def cli(args, capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in args])
+    cap = capsys.readouterr()
+    return e.value.code, cap.err
+
+
+def tree(root: Path) -> dict[str, tuple[int, int]]:
+    """Every path under ``root`` with its size and modification time: "nothing written" means equal trees."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        out[str(p.relative_to(root))] = (st.st_size if p.is_file() else -1, st.st_mtime_ns)
+    return out
+
+
+def refused(code: int, err: str, first: str) -> None:
+    """Exit 2, one line, starting with ``error: <first>``; no traceback."""
+    assert code == 2, err
+    assert err.startswith(f"error: {first}"), err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+def write_log(folder: Path, n_users: int = 8, n_items: int = 4) -> tuple[Path, Path]:
+    """A tiny raw interaction log and items table (two domains, every user in both)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    log, items = folder / "log.csv", folder / "items.csv"
+    with open(log, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(("user_id", "item_id", "domain", "timestamp"))
+        for u in range(n_users):
+            for j in range(8):
+                dom = "food" if j % 2 == 0 else "kitchen"
+                w.writerow((f"U{u}", f"{dom[0]}{(u + j) % n_items}", dom, 1000 + j))
+    with open(items, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(("item_id", "domain", "title"))
+        for dom in ("food", "kitchen"):
+            for k in range(n_items):
+                w.writerow((f"{dom[0]}{k}", dom, f"{dom} item {k}"))
+    return log, items
+
+
+def split_args(log: Path, items: Path, out: Path) -> list:
+    return ["data", "split", "--interactions", log, "--items", items, "--domains", "food,kitchen", "--out", out,
+            "--min-user-interactions", 5, "--min-domain-interactions", 1, "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """A real dataset folder (``data split``) with features for both modalities (as the stages write them)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _train_fixtures import make_dataset, make_features
+
+    root = tmp_path_factory.mktemp("bad_input")
+    ds = make_dataset(root)
+    make_features(ds, root / "features")
+    return ds
+
+
+def features_copy(ds, folder: Path, edit) -> Path:
+    """A copy of the fixture's features with ``edit(text_matrix) -> matrix`` applied, manifest rewritten to match."""
+    from _train_fixtures import make_features
+    from temacli.features.store import write_manifest_for
+
+    make_features(ds, folder)
+    emb = edit(np.load(folder / "text.npy"))
+    artifacts.write_npy(emb, folder / "text.npy")
+    write_manifest_for(folder, "text", "features text", {"model": "fixture"}, ds.path / "items.parquet",
+                       ds.items_fingerprint, {"n_items": int(emb.shape[0]), "dim": int(emb.shape[1]), "missing": 0})
+    return folder
+
+
+def train_args(ds, features: Path, out: Path) -> list:
+    return ["train", "--data", ds.path, "--features", features, "--out", out, "--epochs", 1, "--device", "cpu",
+            "--dim", 8, "--quiet"]
+
+
+# ----------------------------------------------------------------------------- 1. inputs validated where read
+def _nan_row(e):
+    e = e.copy()
+    e[5, 2] = np.nan
+    return e
+
+
+@pytest.mark.parametrize(
+    "edit, first",
+    [
+        (_nan_row, "{f}/text.npy: row 5 (item 5) of the text features is not finite"),
+        (lambda e: (e * 100).astype(np.int64), "{f}/text.npy: text features are stored as int64, expected float32"),
+    ],
+    ids=["nan-rows", "int64"],
+)
+def test_bad_feature_matrix_is_refused_by_train(dataset, tmp_path, capsys, edit, first):
+    f = features_copy(dataset, tmp_path / "f", edit)
+    before = tree(tmp_path)
+    code, err = cli(train_args(dataset, f, tmp_path / "model"), capsys)
+    refused(code, err, first.format(f=f))
+    assert tree(tmp_path) == before and not (tmp_path / "model").exists()
+
+
+def test_features_manifest_without_counts_is_refused(dataset, tmp_path, capsys):
+    import json
+
+    f = features_copy(dataset, tmp_path / "f", lambda e: e)
+    mp = f / "text.npy.manifest.json"
+    m = json.loads(mp.read_text())
+    del m["counts"]
+    mp.write_text(json.dumps(m))
+    before = tree(tmp_path)
+    code, err = cli(train_args(dataset, f, tmp_path / "model"), capsys)
+    refused(code, err, f"{mp}: manifest field counts.n_items is missing")
+    assert tree(tmp_path) == before
+
+
+# ----------------------------------------------------------------------------- 2. fingerprints
+def test_features_edited_after_their_manifest_are_refused(dataset, tmp_path, capsys):
+    f = features_copy(dataset, tmp_path / "f", lambda e: e)
+    e = np.load(f / "text.npy")
+    artifacts.write_npy(e[:, ::-1].copy(), f / "text.npy")  # still finite float32 unit rows: only the fingerprint tells
+    before = tree(tmp_path)
+    code, err = cli(train_args(dataset, f, tmp_path / "model"), capsys)
+    refused(code, err, f"{f / 'text.npy'}: text.npy fingerprint (the file changed after its manifest was written)")
+    assert tree(tmp_path) == before
+
+
+# ----------------------------------------------------------------------------- 3. flag values
+@pytest.mark.parametrize(
+    "cmd, flags, first",
+    [
+        ("text", ["--batch-size", 0], "--batch-size 0: must be between 1 and 65536"),
+        ("text", ["--device", "cuda:x"], "--device cuda:x: unknown device"),
+        ("clip", ["--random-weights", "--workers", -1], "--workers -1: must be between 0 and 64"),
+        ("clip", ["--random-weights", "--text-batch-size", 10**6], "--text-batch-size 1000000: must be between 1 and 65536"),
+    ],
+)
+def test_features_flags_are_checked_before_any_work(dataset, tmp_path, capsys, cmd, flags, first):
+    before = tree(tmp_path)
+    code, err = cli(["features", cmd, "--items", dataset.path, "--out", tmp_path / "feat", *flags], capsys)
+    refused(code, err, first)
+    assert tree(tmp_path) == before
+
+
+def test_flag_ranges_are_in_help(capsys):
+    from temacli.cli import _command
+
+    clip = _command().commands["features"].commands["clip"]
+    helps = {p.opts[0]: p.help for p in clip.params if getattr(p, "help", None)}
+    assert "(1-65536)" in helps["--batch-size"] and "(1-65536)" in helps["--text-batch-size"]
+    assert "0-64" in helps["--workers"] and "0 to 2^32-1" in helps["--seed"]
+    with pytest.raises(SystemExit):
+        main(["features", "clip", "--help"])
+    assert "(1-65536)" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- 4. output paths, permissions
+def _all_commands_with_out():
+    from temacli.cli import _OUT_KIND, _command
+
+    def walk(cmd, path=()):
+        for name, sub in getattr(cmd, "commands", {}).items():
+            if hasattr(sub, "commands"):
+                yield from walk(sub, path + (name,))
+            else:
+                yield path + (name,), sub
+
+    for path, cmd in walk(_command()):
+        if any("--out" in p.opts for p in cmd.params):
+            yield path, cmd, _OUT_KIND.get(path, "file")
+
+
+def _argv_for(path, cmd, out) -> list[str]:
+    """The command with placeholder values for its required parameters (never read: --out is refused first)."""
+    argv = list(path)
+    for p in cmd.params:
+        if "--out" in getattr(p, "opts", ()):
+            continue
+        if p.required:
+            if p.param_type_name == "argument":
+                argv.append("placeholder")
+            else:
+                argv += [p.opts[0], "placeholder"]
+    return argv + ["--out", str(out)]
+
+
+COMMANDS = [(" ".join(p), k) for p, _, k in _all_commands_with_out()]
+
+
+def test_the_suite_sees_every_writing_stage():
+    names = {n for n, _ in COMMANDS}
+    assert {"data split", "features clip", "features text", "train", "tags generate", "tags match", "tags merge",
+            "eval", "recommend"} <= names
+
+
+@pytest.mark.parametrize("name, kind", COMMANDS, ids=[n for n, _ in COMMANDS])
+def test_wrong_kind_of_output_path_is_refused_by_every_stage(tmp_path, capsys, name, kind):
+    path, cmd, _ = next(x for x in _all_commands_with_out() if " ".join(x[0]) == name)
+    afile, adir = tmp_path / "afile", tmp_path / "adir"
+    afile.write_text("keep")
+    adir.mkdir()
+    before = tree(tmp_path)
+    wrong = afile if kind == "dir" else adir
+    code, err = cli(_argv_for(path, cmd, wrong), capsys)
+    expected = "is an existing file, expected a folder" if kind == "dir" else "is an existing folder, expected a file"
+    refused(code, err, f"--out {wrong}: {expected}")
+    below = afile / "sub" / ("x.parquet" if kind == "file" else "x")
+    code, err = cli(_argv_for(path, cmd, below), capsys)
+    refused(code, err, f"--out {below}: cannot be created because {afile} is a file")
+    assert tree(tmp_path) == before
+
+
+def _unwritable(tmp_path: Path) -> Path:
+    if os.geteuid() != 0:
+        d = tmp_path / "ro"
+        d.mkdir()
+        d.chmod(0o555)
+        return d
+    for cand in ("/proc/sys", "/sys"):
+        if os.path.isdir(cand) and not os.access(cand, os.W_OK):
+            return Path(cand)
+    pytest.skip("root without a read-only folder to write to")
+
+
+@pytest.mark.parametrize("name, kind", COMMANDS, ids=[n for n, _ in COMMANDS])
+def test_unwritable_output_folder_is_refused_by_every_stage(tmp_path, capsys, name, kind):
+    path, cmd, _ = next(x for x in _all_commands_with_out() if " ".join(x[0]) == name)
+    ro = _unwritable(tmp_path)
+    target = ro / "temacli-out" / ("x.parquet" if kind == "file" else "x")
+    before = tree(tmp_path)
+    code, err = cli(_argv_for(path, cmd, target), capsys)
+    refused(code, err, f"--out {target}: folder {ro} is not writable")
+    assert tree(tmp_path) == before and not target.exists()
+
+
+def test_outputs_honour_the_umask(tmp_path, capsys):
+    log, items = write_log(tmp_path / "raw")
+    old = os.umask(0o027)
+    try:
+        code, err = cli(split_args(log, items, tmp_path / "data"), capsys)
+    finally:
+        os.umask(old)
+    assert code == 0, err
+    d = tmp_path / "data"
+    assert os.stat(d).st_mode & 0o777 == 0o750
+    files = [p for p in d.rglob("*") if p.is_file()]
+    assert files and {p.name: os.stat(p).st_mode & 0o777 for p in files} == {p.name: 0o640 for p in files}
+    code, err = cli(split_args(log, items, tmp_path / "data2"), capsys)  # the usual 022
+    assert code == 0, err
+    assert os.stat(tmp_path / "data2").st_mode & 0o777 == 0o755
+    assert {os.stat(p).st_mode & 0o777 for p in (tmp_path / "data2").rglob("*") if p.is_file()} == {0o644}
+
+
+# ----------------------------------------------------------------------------- 6. leftovers of a killed write
+def test_a_killed_write_leaves_a_temporary_that_the_next_run_removes(tmp_path, capsys):
+    log, items = write_log(tmp_path / "raw")
+    out = tmp_path / "data"
+    code = (
+        "import os, signal, sys\n"
+        "from temacli import artifacts\n"
+        "with artifacts.atomic_dir(sys.argv[1]) as d:\n"
+        "    (d / 'train.parquet').write_bytes(b'0' * 100000)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code, str(out)])
+    assert res.returncode == -signal.SIGKILL
+    left = [p.name for p in tmp_path.iterdir() if artifacts.TEMP_MARK in p.name]
+    assert len(left) == 1 and left[0].startswith(".data.")
+    code, err = cli(split_args(log, items, out), capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "raw"]
+
+
+# ----------------------------------------------------------------------------- crashes that are bad input
+def test_out_of_memory_is_one_line_exit_2(dataset, tmp_path, capsys, monkeypatch):
+    """An allocation beyond the machine (here: the feature matrix's memory map) is not an internal error."""
+    from temacli.features import store
+
+    def too_big(*a, **k):
+        return np.zeros((1 << 45,), dtype=np.float64)  # 256 TiB
+
+    monkeypatch.setattr(store, "check_matrix", too_big)
+    before = tree(tmp_path)
+    code, err = cli(train_args(dataset, dataset.path.parent / "features", tmp_path / "model"), capsys)
+    refused(code, err, "not enough memory: Unable to allocate")
+    assert tree(tmp_path) == before
