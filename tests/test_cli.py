@@ -91,7 +91,7 @@ def _boom_split(monkeypatch, exc):
         (MemoryError("Unable to allocate 7.28 TiB for an array with shape (1000000, 1000000)"),
          "error: not enough memory: Unable to allocate 7.28 TiB"),
         (RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried to allocate 4000000000000 bytes."),
-         "error: not enough memory: [enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory"),
+         "error: not enough memory: DefaultCPUAllocator: can't allocate memory: you tried to allocate 3.6 TiB;"),
         (PermissionError(13, "Permission denied", "/srv/shared/out.parquet"),
          "error: /srv/shared/out.parquet: permission denied; fix the permissions"),
         (OSError(28, "No space left on device", "/data/big.npy"), "error: /data/big.npy: no space left on the device; free some space"),
@@ -166,3 +166,17 @@ def test_output_guard_covers_every_command_with_an_out():
     with_out = [(p, c) for p, c in walk(_command()) if any("--out" in x.opts for x in c.params)]
     assert len(with_out) >= 9
     assert all(getattr(c.callback, "_temacli_guarded", False) for _, c in with_out)
+
+
+def test_a_real_torch_allocation_failure_is_exit_2(capsys, monkeypatch, tmp_path):
+    import temacli.data.split as split
+
+    def alloc(*a, **k):
+        import torch
+
+        return torch.nn.Embedding(1 << 40, 1 << 10)  # 4 PiB of parameters
+
+    monkeypatch.setattr(split, "split_dataset", alloc)
+    monkeypatch.delenv("TEMACLI_DEBUG", raising=False)
+    code, _, err = run(["data", "split", "--interactions", "x.csv", "--domains", "a,b", "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and err.startswith("error: not enough memory: DefaultCPUAllocator: can't allocate memory: you tried to allocate 4.0 PiB"), err

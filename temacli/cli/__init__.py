@@ -188,6 +188,24 @@ def os_error_line(e: OSError) -> str | None:
     return f"{target}: {what}; {fix}"
 
 
+def _human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if size < 1024 or unit == "PiB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} bytes"
+
+
+def _tidy_alloc_message(text: str) -> str:
+    """torch's ``[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: ... 281474976710656 bytes``
+    -> ``DefaultCPUAllocator: ... 256.0 TiB``."""
+    import re
+
+    text = re.sub(r"^\[enforce fail at [^\]]*\]\s*[^.]*\.\s*", "", text)
+    return re.sub(r"(\d{4,}) bytes", lambda m: _human_bytes(int(m.group(1))), text)
+
+
 def memory_error_line(e: BaseException) -> str | None:
     """One line for running out of memory (host MemoryError, torch's CPU/CUDA allocator); else None."""
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
@@ -202,7 +220,7 @@ def memory_error_line(e: BaseException) -> str | None:
         detail = text
     else:
         return None
-    detail = detail.rstrip(". ")
+    detail = _tidy_alloc_message(detail).rstrip(". ")
     if len(detail) > 200:
         detail = detail[:200] + "..."
     return (
