@@ -155,6 +155,15 @@ def test_help_states_the_ranges(capsys, monkeypatch):
         assert words in text, words
 
 
+def test_help_ranges_are_the_library_ranges():
+    from temacli.cli.data import _R
+    from temacli.data.build import RANGES, range_text
+
+    assert set(_R) == {f for f in RANGES if f.startswith("--")}
+    for flag, words in _R.items():
+        assert range_text(flag).split(" ", 1)[1] == words, flag
+
+
 def test_split_mode_and_format_named(tmp_path, capsys):
     out = tmp_path / "out"
     assert_refused(["data", "split", "--interactions", tmp_path / "a.csv", "--domains", "food,kitchen", "--out", out,
