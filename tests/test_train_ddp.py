@@ -41,19 +41,24 @@ def _model_and_batch(paths: dict, rank: int, world: int):
     return model, next(iter(stream))
 
 
+def _no_update(model):
+    """An optimizer whose step changes nothing, so the gradients of one train_step can be compared."""
+    return torch.optim.SGD(model.parameters(), lr=0.0)
+
+
 def _worker(rank: int, world: int, port: int, paths: dict) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     from temacli.training import distributed
     from temacli.training.loop import ModelInputs, TrainOptions, train
+    from temacli.training.step import train_step
 
     dist = distributed.from_env()
     distributed.init(dist, "cpu")
     model, batch = _model_and_batch(paths, rank, world)
     ddp = distributed.wrap(model, dist, "cpu")
-    loss_sum, n = ddp(batch.seq, batch.target, batch.negatives)
-    (loss_sum / batch.n_targets_global * world).backward()  # the loop's scaling
+    train_step(ddp, batch, _no_update(model), world=world)  # the loop's step; lr 0 keeps the gradients to compare
     if rank == 0:
         grads = {k: p.grad.numpy() for k, p in model.named_parameters() if p.grad is not None}
         np.savez(paths["grads"], **grads)
@@ -78,9 +83,10 @@ def test_ddp_two_gloo_processes_match_single_process(tmp_path):
 
     torch.set_num_threads(1)
     model, batch = _model_and_batch(paths, 0, 1)
-    loss_sum, n = model(batch.seq, batch.target, batch.negatives)
+    from temacli.training.step import train_step
+
+    _, n = train_step(model, batch, _no_update(model), world=1)
     assert n == batch.n_targets_global
-    (loss_sum / n).backward()
     ddp_grads = np.load(paths["grads"])
     single = {k: p.grad.numpy() for k, p in model.named_parameters() if p.grad is not None}
     assert set(single) == set(ddp_grads.files) and len(single) > 20

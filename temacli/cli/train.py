@@ -25,16 +25,16 @@ def _floats(value: Optional[str], what: str, n: int) -> Optional[tuple]:
 
 def train(
     data: Path = typer.Option(..., "--data", "-d", help="Dataset folder from `temacli data split`."),
-    out: Path = typer.Option(..., "--out", "-o", help="Model folder to write (model.safetensors, config.json, metrics.jsonl, manifest.json, checkpoints/)."),
-    model: str = typer.Option("tema", "--model", "-m", help="tema, or a baseline on the mixed sequence: sasrec, gru4rec."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model folder to write (model.safetensors, config.json, metrics.jsonl, metrics.csv, manifest.json, checkpoints/); checked before any work."),
+    model: str = typer.Option("tema", "--model", "-m", help="A kind of the model registry: tema, or a baseline on the mixed sequence: sasrec, gru4rec."),
     features: Optional[Path] = typer.Option(None, "--features", help="Features folder (image.npy / text.npy) for the img and tex streams."),
     tags: Optional[Path] = typer.Option(None, "--tags", help="item_tags.parquet from `temacli tags match` for the tag stream (omit: no tags)."),
     streams: Optional[str] = typer.Option(None, "--streams", help="TEMA streams, e.g. id,img,tex,tag (default: id + every input given)."),
-    tag_weights: str = typer.Option("file", "--tag-weights", help="Tag vector per item (Table V): file (weights of `tags match`), multihot, onehot (top tag)."),
-    dim: Optional[int] = typer.Option(None, "--dim", help="Model width q (TEMA Eq. 9; baselines' embedding size). Default 256."),
-    blocks: Optional[int] = typer.Option(None, "--blocks", help="Attention blocks per encoder (TEMA default 1, SASRec 2)."),
-    heads: Optional[int] = typer.Option(None, "--heads", help="Attention heads (default 1)."),
-    dropout: Optional[float] = typer.Option(None, "--dropout", help="Dropout (TEMA default 0.3 as in the paper, baselines 0.2)."),
+    tag_weights: str = typer.Option("file", "--tag-weights", help="Tag vector per item (Table V): file (the weights of `tags match` as written), weighted (w / sum w), multihot (1/k each), onehot (top tag); each but file sums to 1 per item."),
+    dim: Optional[int] = typer.Option(None, "--dim", help="Model width q (TEMA Eq. 9; baselines' embedding size), 1..16384. Default 256. A model too large for the machine's memory is refused before it is built."),
+    blocks: Optional[int] = typer.Option(None, "--blocks", help="Attention blocks per encoder, 1..64 (TEMA default 1, SASRec 2)."),
+    heads: Optional[int] = typer.Option(None, "--heads", help="Attention heads, 1..256 (default 1)."),
+    dropout: Optional[float] = typer.Option(None, "--dropout", help="Dropout in [0, 1) (TEMA default 0.3 as in the paper, baselines 0.2)."),
     ffn: Optional[bool] = typer.Option(None, "--ffn/--no-ffn", help="TEMA: feed-forward sublayer after each attention (default off: Eq. 10 is attention only)."),
     alpha: Optional[str] = typer.Option(None, "--alpha", help="TEMA Eq. 13 weights of id,img,tex; tag gets 1 - sum. Default 0.4,0.2,0.2."),
     lambda1: Optional[float] = typer.Option(None, "--lambda1", help="TEMA Eq. 15-16 weight of the other domain's sequence (default 0.3)."),
@@ -44,27 +44,27 @@ def train(
     attention: Optional[str] = typer.Option(None, "--attention", help="TEMA: multi (S^X, S^Y, S^X+Y; default) or single (S^X+Y only: the Table IV ablation)."),
     positions: Optional[str] = typer.Option(None, "--positions", help="TEMA: positions of S^X, S^Y counted within the domain (default) or in the mixed sequence."),
     cross_weights: Optional[str] = typer.Option(None, "--cross-weights", help="TEMA: symmetric (own domain 1, other lambda1, mixed lambda2; default) or literal (X 1, Y lambda1)."),
-    epochs: int = typer.Option(100, "--epochs", help="Most epochs to run."),
-    batch_size: int = typer.Option(256, "--batch-size", help="Sequences per batch (global, over all processes)."),
-    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate."),
-    weight_decay: float = typer.Option(0.0, "--weight-decay", help="Adam weight decay."),
-    patience: int = typer.Option(10, "--patience", help="Stop after this many validations without improvement."),
-    early_stop: str = typer.Option("loss", "--early-stop", help="loss: validation loss (paper); mrr: per-domain validation MRR (C2DSR)."),
+    epochs: int = typer.Option(100, "--epochs", help="Most epochs to run, 1..100000."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Sequences per batch (global, over all processes), 1..1000000."),
+    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate, in (0, 10]."),
+    weight_decay: float = typer.Option(0.0, "--weight-decay", help="Adam weight decay, 0..1."),
+    patience: int = typer.Option(10, "--patience", help="Stop after this many validations without improvement, 1..100000."),
+    early_stop: str = typer.Option("loss", "--early-stop", help="Model selection: loss (validation loss, the paper), or per domain: mrr (C2DSR), hr@K or ndcg@K (e.g. hr@10, LLMCDSR); each domain's best epoch is kept as model.<domain>.safetensors (for `eval --weights per-domain`)."),
     softmax: str = typer.Option("full", "--softmax", help="full: over all the target domain's items; sampled: over --negatives shared negatives per batch."),
-    negatives: int = typer.Option(1000, "--negatives", help="Negatives per domain and batch with --softmax sampled."),
+    negatives: int = typer.Option(1000, "--negatives", help="Negatives per domain and batch with --softmax sampled, 1..1000000."),
     train_positions: str = typer.Option("all", "--train-positions", help="Targets per training sequence: all (every next item) or last."),
-    max_len: int = typer.Option(50, "--max-len", help="Most recent items a sequence keeps."),
+    max_len: int = typer.Option(50, "--max-len", help="Most recent items a sequence keeps, 1..10000."),
     seed: int = typer.Option(42, "--seed", help="Seed of initialisation, data order, dropout and sampled negatives."),
     deterministic: bool = typer.Option(False, "--deterministic", help="Use only deterministic kernels (slower on CUDA)."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:N."),
     amp: str = typer.Option("auto", "--amp", help="bf16 autocast: auto (on for CUDA and for CPUs with AMX bf16 units, else off), bf16, off."),
-    eval_every: int = typer.Option(1, "--eval-every", help="Validate every N epochs (and after the last)."),
-    eval_batch: int = typer.Option(512, "--eval-batch", help="Rows per validation batch."),
-    threads: int = typer.Option(0, "--threads", help="CPU threads for torch (0: torch's default)."),
+    eval_every: int = typer.Option(1, "--eval-every", help="Validate every N epochs (and after the last), 1..100000."),
+    eval_batch: int = typer.Option(512, "--eval-batch", help="Rows per validation batch, 1..1000000."),
+    threads: int = typer.Option(0, "--threads", help="CPU threads for torch, 0..4096 (0: torch's default)."),
     time_limit: float = typer.Option(0.0, "--time-limit", help="Minutes of training after which no new epoch starts; the best epoch so far is kept (0: no limit). Continue later with --resume."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     force: bool = typer.Option(False, "--force", help="Replace a model already in --out."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars (notes and epoch lines stay)."),
     as_json: bool = typer.Option(False, "--json", help="Print the final summary as JSON."),
 ) -> None:
     """Train TEMA-LLM, one of its ablations, or a baseline; keep the best epoch.
@@ -79,26 +79,17 @@ def train(
     """
     from temacli.training.loop import ModelInputs, TrainOptions, train as run
 
-    kind = model.lower()
-    params: dict = {}
-    if kind == "tema":
-        named = {
-            "q": dim, "n_blocks": blocks, "n_heads": heads, "dropout": dropout, "ffn": ffn,
-            "alpha": _floats(alpha, "--alpha", 3), "lambda1": lambda1, "lambda2": lambda2,
-            "temperature": temperature, "fusion": fusion, "attention": attention,
-            "positions": positions, "cross_weights": cross_weights,
-        }
-    else:
-        named = {"dim": dim, "n_blocks": blocks, "n_heads": heads, "dropout": dropout}
-        tema_only = {"--alpha": alpha, "--lambda1": lambda1, "--lambda2": lambda2, "--temperature": temperature,
-                     "--fusion": fusion, "--attention": attention, "--positions": positions,
-                     "--cross-weights": cross_weights, "--ffn/--no-ffn": ffn}
-        given = [k for k, v in tema_only.items() if v is not None]
-        if given:
-            from temacli.errors import TemacliError
+    from temacli.cli._console import RichProgress
+    from temacli.model.registry import params_from_flags
 
-            raise TemacliError(f"{', '.join(given)}: TEMA options; --model {kind} does not use them")
-    params = {k: v for k, v in named.items() if v is not None}
+    kind = model.lower()
+    flags = {
+        "--dim": dim, "--blocks": blocks, "--heads": heads, "--dropout": dropout, "--ffn/--no-ffn": ffn,
+        "--alpha": _floats(alpha, "--alpha", 3), "--lambda1": lambda1, "--lambda2": lambda2,
+        "--temperature": temperature, "--fusion": fusion, "--attention": attention, "--positions": positions,
+        "--cross-weights": cross_weights,
+    }
+    params = params_from_flags(kind, flags)  # the registry says which flags the kind takes
     stream_list = tuple(s.strip() for s in streams.split(",") if s.strip()) if streams else None
     opts = TrainOptions(
         model=kind, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
@@ -110,7 +101,7 @@ def train(
         features=str(features) if features else None, tags=str(tags) if tags else None,
         streams=stream_list, tag_weights=tag_weights, params=params,
     )
-    summary = run(data, out, opts, inputs, resume=resume, force=force, progress=not quiet)
+    summary = run(data, out, opts, inputs, resume=resume, force=force, progress=RichProgress(enabled=not quiet))
     if as_json:
         console.print_json(json.dumps(summary))
     elif summary:

@@ -339,19 +339,6 @@ def write_folder_manifest(out: Path, config: dict, records: dict, summary: dict,
     return m
 
 
-def remove_temp_files(out: Path) -> list[Path]:
-    """Temporary files an interrupted atomic write left in the folder (``.<name>.*.tmp*``)."""
-    out = Path(out)
-    gone = []
-    for d in (out, out / "checkpoints"):
-        if d.is_dir():
-            for p in d.glob(".*.tmp*"):
-                if p.is_file():
-                    p.unlink(missing_ok=True)
-                    gone.append(p)
-    return gone
-
-
 def save_weights(model, path: str | Path) -> Path:
     """The model's state dict (parameters and buffers) as safetensors, written atomically."""
     from safetensors.torch import save_file

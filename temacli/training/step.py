@@ -11,7 +11,11 @@ import math
 
 
 class NonFiniteLoss(ArithmeticError):
-    """The loss of a step was NaN or infinite; the caller names the epoch and batch."""
+    """The loss of a step was NaN or infinite (``value``); the caller names the epoch and batch."""
+
+    def __init__(self, value: float):
+        super().__init__(f"loss is {value}")
+        self.value = value
 
 
 def train_step(model, batch, optimizer, *, device: str = "cpu", amp: bool = False, world: int = 1) -> tuple[float, int]:
@@ -29,7 +33,7 @@ def train_step(model, batch, optimizer, *, device: str = "cpu", amp: bool = Fals
         loss_sum, n = model(seq, target, negs)
     loss_value = float(loss_sum.detach())
     if not math.isfinite(loss_value):
-        raise NonFiniteLoss(f"loss is {loss_value}")
+        raise NonFiniteLoss(loss_value)
     loss = loss_sum.float() / max(int(batch.n_targets_global), 1) * world
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
