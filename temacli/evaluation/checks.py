@@ -9,6 +9,7 @@ allowed range (the same range ``temacli eval --help`` shows), and what to do.
 from __future__ import annotations
 
 import numbers
+from typing import Sequence
 
 from temacli.errors import TemacliError, check_range
 
@@ -16,6 +17,8 @@ BATCH_RANGE = (1, 65536)
 CHUNK_RANGE = (1, 16_777_216)
 COLD_RANGE = (0, 1_000_000_000)
 MAX_K = 1000  # largest cutoff k of --ks (the sampled protocol ranks among 1,000 items)
+PROTOCOLS = ("sampled", "full")
+EVAL_SPLITS = ("valid", "test")
 
 
 def check_int(flag: str, value, lo: int, hi: int) -> int:
@@ -34,12 +37,23 @@ def check_eval_sizes(batch_size: int, chunk_size: int, cold_threshold: int | Non
         check_int("--cold-threshold", cold_threshold, *COLD_RANGE)
 
 
+def parse_ks(text: str | Sequence[int], flag: str = "--ks") -> tuple[int, ...]:
+    """``"1,3,5,10"`` -> (1, 3, 5, 10): distinct integers from 1 to MAX_K, sorted; anything else is refused."""
+    parts = [p.strip() for p in text.split(",")] if isinstance(text, str) else [str(p) for p in text]
+    parts = [p for p in parts if p]
+    try:
+        ks = [int(p) for p in parts]
+    except ValueError:
+        ks = []
+    if not ks or any(k < 1 or k > MAX_K for k in ks):
+        shown = text if isinstance(text, str) else ",".join(parts)
+        raise TemacliError(f"{flag} {shown}: give comma-separated integers between 1 and {MAX_K}, e.g. {flag} 1,3,5,10")
+    return tuple(sorted(set(ks)))
+
+
 def check_eval_options(split: str, protocol: str, batch_size: int, chunk_size: int, cold_threshold: int,
                        ks=None):
     """Every ``eval`` option value, before any model or dataset is opened; returns the parsed ``ks``."""
-    from temacli.evaluation.evaluate import EVAL_SPLITS, PROTOCOLS
-    from temacli.evaluation.metrics import parse_ks
-
     if protocol not in PROTOCOLS:
         raise TemacliError(f"unknown protocol '{protocol}'; choose one of {', '.join(PROTOCOLS)}")
     if split not in EVAL_SPLITS:

@@ -34,8 +34,7 @@ from temacli.evaluation.slices import DEFAULT_COLD_THRESHOLD, slice_masks, summa
 
 RESULT_KIND = "temacli.eval"
 SCHEMA = 1
-PROTOCOLS = ("sampled", "full")
-EVAL_SPLITS = ("valid", "test")
+from temacli.evaluation.checks import EVAL_SPLITS, PROTOCOLS  # noqa: E402,F401
 STAGE = "eval"
 MAX_NAMED = 1000  # user ids listed per skip reason in the JSON (the count is always exact)
 

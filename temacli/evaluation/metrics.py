@@ -20,8 +20,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from temacli.errors import TemacliError
-from temacli.evaluation.checks import MAX_K
+from temacli.evaluation.checks import MAX_K, parse_ks  # noqa: F401  (parse_ks kept importable here)
 
 DEFAULT_KS = (1, 5, 10)
 NDCG_KS = (5, 10)
@@ -61,20 +60,6 @@ def ndcg_at(ranks: np.ndarray, k: int) -> float:
 def hr_at(ranks: np.ndarray, k: int) -> float:
     r = np.asarray(ranks)
     return float(np.mean(r <= k)) if r.size else float("nan")
-
-
-def parse_ks(text: str | Sequence[int], flag: str = "--ks") -> tuple[int, ...]:
-    """``"1,3,5,10"`` -> (1, 3, 5, 10): distinct integers from 1 to MAX_K, sorted; anything else is refused."""
-    parts = [p.strip() for p in text.split(",")] if isinstance(text, str) else [str(p) for p in text]
-    parts = [p for p in parts if p]
-    try:
-        ks = [int(p) for p in parts]
-    except ValueError:
-        ks = []
-    if not ks or any(k < 1 or k > MAX_K for k in ks):
-        shown = text if isinstance(text, str) else ",".join(parts)
-        raise TemacliError(f"{flag} {shown}: give comma-separated integers between 1 and {MAX_K}, e.g. {flag} 1,3,5,10")
-    return tuple(sorted(set(ks)))
 
 
 def metric_names(ks: Sequence[int] | None = None) -> tuple[str, ...]:

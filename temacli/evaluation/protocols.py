@@ -197,55 +197,5 @@ def full_ranks(
 
 
 # ----------------------------------------------------------------------------- per-domain models
-class DomainRouter:
-    """One scorer per target domain behind the :class:`Scorer` interface.
-
-    C2DSR (and the paper after it) reports each domain's test numbers from that domain's best
-    validation epoch; ``temacli train --early-stop mrr`` keeps those weights as
-    ``model.<domain>.safetensors``. Rows whose target is in domain ``d`` are encoded and scored by
-    ``scorers[d]``; each row is still encoded once.
-    """
-
-    def __init__(self, scorers: tuple):
-        a, b = scorers
-        if (int(a.max_len), int(a.pad)) != (int(b.max_len), int(b.pad)):
-            raise ValueError("the two scorers differ in max_len or pad")
-        self.scorers = (a, b)
-        self.max_len, self.pad = int(a.max_len), int(a.pad)
-        self.device = getattr(a, "device", "cpu")
-
-    def encode(self, histories: np.ndarray, target_domain: np.ndarray) -> Any:
-        histories = np.asarray(histories)
-        dom = np.asarray(target_domain, dtype=np.int64)
-        parts = {}
-        for d in (0, 1):
-            r = np.nonzero(dom == d)[0]
-            if r.size:
-                parts[d] = (r, self.scorers[d].encode(histories[r], dom[r]))
-        return len(dom), parts
-
-    def _combine(self, state, call, items: np.ndarray, shared: bool):
-        n, parts = state
-        out = None
-        for d, (r, st) in parts.items():
-            s = call(self.scorers[d], st, items if shared else np.asarray(items)[r])
-            if isinstance(s, dict):
-                out = {} if out is None else out
-                for k, v in s.items():
-                    v = np.asarray(v)
-                    out.setdefault(k, np.zeros((n,) + v.shape[1:], v.dtype))[r] = v
-            else:
-                s = np.asarray(s)
-                if out is None:
-                    out = np.empty((n,) + s.shape[1:], s.dtype)
-                out[r] = s
-        return out
-
-    def score_candidates(self, state: Any, items: np.ndarray) -> np.ndarray:
-        return self._combine(state, lambda sc, st, it: sc.score_candidates(st, it), items, shared=False)
-
-    def score_items(self, state: Any, items: np.ndarray) -> np.ndarray:
-        return self._combine(state, lambda sc, st, it: sc.score_items(st, it), items, shared=True)
-
-    def explain(self, state: Any, items: np.ndarray) -> dict:
-        return self._combine(state, lambda sc, st, it: sc.explain(st, it), items, shared=False)
+# One scorer per target domain (``--weights per-domain``) lives with the models it routes to.
+from temacli.model.api import DomainRouter  # noqa: E402,F401  (kept importable from here)
