@@ -63,6 +63,13 @@ def test_nan_and_inf_rows_are_refused_naming_the_first(data, tmp_path):
     assert str(tmp_path / "f" / "text.npy") in msg and "2 rows in all" in msg
 
 
+def test_float64_beyond_float32_range_is_refused(data, tmp_path):
+    ds = Dataset.open(data)
+    e = unit_rows(ds.n_items).astype(np.float64)
+    e[2, 0] = 1e39  # finite in float64, infinite once read as float32
+    refused(write_features(tmp_path / "f", ds, e), ds, "row 2 (item 2) of the text features is not finite (NaN, infinity or beyond float32's range; 1 row in all)")
+
+
 def test_non_finite_scan_is_chunked(monkeypatch):
     monkeypatch.setattr(store, "_SCAN_ELEMENTS", 8)  # 2 rows of 4 per chunk
     e = np.zeros((11, 4), np.float32)

@@ -96,14 +96,19 @@ def check_manifest_fields(manifest: dict, name: str, where: str, fix: str) -> No
             )
 
 
-def first_non_finite(arr: np.ndarray) -> tuple[int, int]:
-    """(first row with a NaN or infinite value or -1, number of such rows), scanning in chunks."""
+def first_non_finite(arr: np.ndarray, as_float32: bool = False) -> tuple[int, int]:
+    """(first row with a NaN or infinite value or -1, number of such rows), scanning in chunks.
+
+    ``as_float32``: judge the values as float32 (a float64 value beyond float32's range becomes infinite)."""
     n = int(arr.shape[0])
     width = int(np.prod(arr.shape[1:])) if arr.ndim > 1 else 1
     step = max(1, _SCAN_ELEMENTS // max(1, width))
     first, count = -1, 0
     for lo in range(0, n, step):
         block = np.asarray(arr[lo : lo + step])
+        if as_float32:
+            with np.errstate(over="ignore"):
+                block = block.astype(np.float32)
         bad = ~np.isfinite(block).reshape(block.shape[0], -1).all(axis=1)
         k = int(bad.sum())
         if k:
@@ -119,10 +124,12 @@ def check_matrix(emb: np.ndarray, path: Path, what: str, fix: str) -> None:
         raise TemacliError(
             f"{path}: {what} are stored as {emb.dtype.name}, expected float32 or float16 (float64 is read as float32); {fix}"
         )
-    first, count = first_non_finite(emb)
+    wide = emb.dtype == np.float64
+    first, count = first_non_finite(emb, as_float32=wide)
     if first >= 0:
+        what_bad = "NaN, infinity or beyond float32's range" if wide else "NaN or infinity"
         raise TemacliError(
-            f"{path}: row {first} (item {first}) of the {what} is not finite (NaN or infinity; {count:,} row{'s' if count != 1 else ''} in all); {fix}"
+            f"{path}: row {first} (item {first}) of the {what} is not finite ({what_bad}; {count:,} row{'s' if count != 1 else ''} in all); {fix}"
         )
 
 
@@ -234,7 +241,7 @@ def read_items(path: str | Path) -> ItemsInput:
     folder_manifest = path.parent / artifacts.MANIFEST_NAME
     if folder_manifest.is_file():
         m = artifacts.read_json(folder_manifest, what="manifest")
-        expected = m.get("outputs", {}).get("items", {}).get("fingerprint")
+        expected = _field(m, "outputs.items.fingerprint") if isinstance(m, dict) else None
         if expected is not None:
             artifacts.check_same(
                 "items.parquet fingerprint (the file changed after its dataset folder was written)",
