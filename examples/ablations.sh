@@ -2,7 +2,7 @@
 # The ablations of Tables IV, V and VI on a dataset that pipeline_fk.sh (or pipeline_llmcdsr.sh) has prepared:
 # it makes the tag variants with `tags match`, then trains and evaluates every row with train_eval_grid.sh.
 # Usage: bash examples/ablations.sh [RUN_DIR]     (RUN_DIR holds data/, features/ and tags/<domain>.parquet)
-# Environment: as train_eval_grid.sh (SEEDS, EPOCHS, JOBS, TRAIN_ARGS); METHOD, the matching of the main
+# Environment: as train_eval_grid.sh (SEEDS, EPOCHS, JOBS, RECIPE, TRAIN_ARGS); METHOD, the matching of the main
 #              row (embedding offline; llm with MODEL/API_BASE for the paper's LLM matching)
 set -euo pipefail
 run="${1:-runs/fk}"

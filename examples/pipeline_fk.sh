@@ -2,13 +2,18 @@
 # The whole TEMA-LLM pipeline on ../shared/data/amazon-food-kitchen (our leave-one-out split of the raw log).
 # Every stage is one visible temacli line; change a line to swap a stage.
 # Usage: bash examples/pipeline_fk.sh [RUN_DIR]
-# Environment: MODEL (LiteLLM model for the tags; default: the offline local model), API_BASE, DEVICE (auto),
-#              EPOCHS (100), SEED (1), TRAIN_ARGS (e.g. "--softmax sampled --dim 128 --max-len 20" on a CPU)
+# Environment: SRC (folder with interactions.csv and items.csv; default ../shared/data/amazon-food-kitchen),
+#              MODEL (LiteLLM model for the tags; default: the offline local model), API_BASE, DEVICE (auto),
+#              RECIPE (train recipe; default examples/recipes/paper.toml, on a CPU examples/recipes/cpu.toml),
+#              EPOCHS (default: the recipe's), SEED (1), TRAIN_ARGS (more train flags; they override the recipe)
 set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
 src="${SRC:-../shared/data/amazon-food-kitchen}"
 run="${1:-runs/fk}"
 llm=(); [ -n "${MODEL:-}" ] && llm+=(--model "$MODEL"); [ -n "${API_BASE:-}" ] && llm+=(--api-base "$API_BASE")
-dev="${DEVICE:-auto}"; epochs="${EPOCHS:-100}"; seed="${SEED:-1}"; extra=(${TRAIN_ARGS:-})
+dev="${DEVICE:-auto}"; seed="${SEED:-1}"
+extra=(--config "${RECIPE:-$here/recipes/paper.toml}"); [ -n "${EPOCHS:-}" ] && extra+=(--epochs "$EPOCHS")
+extra+=(${TRAIN_ARGS:-})
 
 temacli data split --interactions "$src/interactions.csv" --items "$src/items.csv" --domains food,kitchen --out "$run/data"
 temacli data stats "$run/data"
@@ -22,9 +27,9 @@ temacli features text --items "$run/data/items.parquet" --out "$run/features" --
 # with CLIP weights and images: temacli features clip --items ... --out "$run/features" --pretrained FILE --images-dir DIR
 
 temacli train --data "$run/data" --features "$run/features" --tags "$run/tags/item_tags.parquet" \
-    --out "$run/tema" --epochs "$epochs" --seed "$seed" --device "$dev" "${extra[@]}"
-temacli train --data "$run/data" --model sasrec  --out "$run/sasrec"  --epochs "$epochs" --seed "$seed" --device "$dev" "${extra[@]}"
-temacli train --data "$run/data" --model gru4rec --out "$run/gru4rec" --epochs "$epochs" --seed "$seed" --device "$dev" "${extra[@]}"
+    --out "$run/tema" --seed "$seed" --device "$dev" "${extra[@]}"
+temacli train --data "$run/data" --model sasrec  --out "$run/sasrec"  --seed "$seed" --device "$dev" "${extra[@]}"
+temacli train --data "$run/data" --model gru4rec --out "$run/gru4rec" --seed "$seed" --device "$dev" "${extra[@]}"
 
 for m in tema sasrec gru4rec; do
     for p in sampled full; do
@@ -33,4 +38,6 @@ for m in tema sasrec gru4rec; do
 done
 temacli eval --compare "$run/tema.test.sampled.json" "$run/sasrec.test.sampled.json" "$run/gru4rec.test.sampled.json"
 temacli eval --compare "$run/tema.test.full.json" "$run/sasrec.test.full.json" "$run/gru4rec.test.full.json"
+# figures: learning curves and the test comparison (needs the plot extra: pip install 'temacli[plot]')
+temacli plot "$run/tema" "$run/sasrec" "$run/gru4rec" --out "$run/plots" --force || echo "figures skipped"
 temacli recommend --model "$run/tema" --data "$run/data" --user "$(sed -n 2p "$src/interactions.csv" | cut -d, -f1)" --k 10 --explain

@@ -32,6 +32,10 @@ temacli train --data "$run/data" --model gru4rec --out "$run/gru4rec" --epochs "
 temacli eval --model "$run/tema" --data "$run/data" --split test
 temacli eval --compare "$run/tema" "$run/sasrec" "$run/gru4rec"
 
+# figures: learning curves and the comparison (optional extra: pip install 'temacli[plot]')
+temacli plot "$run/tema" "$run/sasrec" "$run/gru4rec" --out "$run/plots" --force \
+    || echo "figures skipped: install the plot extra (pip install 'temacli[plot]') to get them"
+
 # 6. one user's recommendations
 user="$(sed -n 2p "$here/sample/interactions.csv" | cut -d, -f1)"
 temacli recommend --model "$run/tema" --data "$run/data" --user "$user" --k 10

@@ -10,7 +10,9 @@
 #              main/ (the default match: hybrid, weighted), keyword/ (--method keyword),
 #              topr/ (--select top-r), threshold/ (--select threshold)
 #   OUT        where the model folders, eval JSONs and logs go
-# Environment: SEEDS ("1 2 3"), EPOCHS (100), JOBS (parallel runs, 16), TRAIN_ARGS (extra train flags),
+# Environment: SEEDS ("1 2 3"), EPOCHS (100), JOBS (parallel runs, 16),
+#              RECIPE (train recipe, default examples/recipes/paper.toml; examples/recipes/cpu.toml on a CPU),
+#              TRAIN_ARGS (extra train flags; they and EPOCHS override the recipe),
 #              ONLY (regex of run names to run, e.g. "tema_s[0-9]+|abl_base_s1"),
 #              TEMACLI (command, default temacli), TIME_LIMIT (minutes per training run: no new epoch
 #              starts after it, the best epoch so far is kept; `train --time-limit`; default none)
@@ -18,6 +20,7 @@ set -uo pipefail
 data="$1"; feats="$2"; tags="$3"; out="$4"
 seeds="${SEEDS:-1 2 3}"; epochs="${EPOCHS:-100}"; jobs="${JOBS:-16}"
 tc="${TEMACLI:-temacli}"; extra="${TRAIN_ARGS:-}"
+recipe="${RECIPE:-$(cd "$(dirname "$0")" && pwd)/recipes/paper.toml}"
 [ -n "${TIME_LIMIT:-}" ] && extra="--time-limit $TIME_LIMIT $extra"
 mkdir -p "$out"
 
@@ -45,12 +48,12 @@ fi
 
 train_one() {
     local name="${1%%|*}" flags="${1#*|}"
-    local cmd="$tc train --data $data --out $out/$name --epochs $epochs --force --quiet --json $flags $extra"
+    local cmd="$tc train --config $recipe --data $data --out $out/$name --epochs $epochs --force --quiet --json $flags $extra"
     echo "$cmd" > "$out/$name.cmd"
     $cmd > "$out/$name.train.json" 2> "$out/$name.train.log"
     echo "trained $name (exit $?)"
 }
-export -f train_one; export data out epochs tc extra
+export -f train_one; export data out epochs tc extra recipe
 printf '%s\n' "${runs[@]}" | xargs -P "$jobs" -I{} bash -c 'train_one "$@"' _ {}
 
 # every run evaluated once on test, under both protocols
@@ -70,4 +73,8 @@ for p in sampled full; do
             > "$out/compare_s$s.$p.md" 2>&1 || true
     done
 done
+# figures of every run (learning curves, comparisons with seeds as error bars; needs the plot extra)
+names=(); for r in "${runs[@]}"; do [ -f "$out/${r%%|*}/metrics.jsonl" ] && names+=("$out/${r%%|*}"); done
+[ ${#names[@]} -gt 0 ] && { $tc plot "${names[@]}" --out "$out/plots" --force > /dev/null 2>> "$out/plot.log" \
+    || echo "figures skipped (see $out/plot.log)"; }
 echo "grid done"
