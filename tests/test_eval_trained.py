@@ -62,3 +62,31 @@ def test_compare_trained_runs(tr, capsys):
     code, out, err = run(["eval", "--compare", tr["tema"], tr["sasrec"], "--device", "cpu"], capsys)
     assert code == 0, err
     assert "tema" in out and "sasrec" in out and "best in bold" in out
+
+
+def test_per_domain_weights_of_a_run_selected_by_hr10(tr, capsys):
+    """`train --early-stop hr@10` keeps model.<domain>.safetensors; `eval --weights per-domain` ranks each
+    domain's targets with its own weights, in LLMCDSR's layout."""
+    from _eval_fixtures import make_dataset
+    from temacli.training.loop import ModelInputs, TrainOptions, train
+
+    ds = make_dataset(tr["tmp"] / "both_domains")  # validation targets in both domains
+    out = tr["tmp"] / "sasrec_hr10"
+    train(ds.path, out, TrainOptions(model="sasrec", epochs=2, batch_size=32, max_len=10, device="cpu",
+                                             threads=1, early_stop="hr@10"),
+          ModelInputs(params={"dim": 16}), progress=False)
+    domains = ds.domains
+    assert all((out / f"model.{d}.safetensors").is_file() for d in domains)
+    res = {}
+    for w in ("per-domain", *(f"model.{d}.safetensors" for d in domains)):
+        code, text, err = run(["eval", "--model", out, "--weights", w, "--layout", "llmcdsr", "--json", "--quiet",
+                               "--device", "cpu"], capsys)
+        assert code == 0, err
+        res[w] = json.loads(text)
+    per = res["per-domain"]
+    assert per["model"]["weights"] == "per-domain" and per["ks"] == [1, 3, 5, 10]
+    for d in domains:
+        assert per["metrics"][d] == res[f"model.{d}.safetensors"]["metrics"][d]
+    code, text, err = run(["eval", "--model", out, "--weights", "per-domain", "--layout", "llmcdsr", "--markdown",
+                           "--no-slices", "--quiet", "--device", "cpu"], capsys)
+    assert code == 0 and "| NDCG@1 % | NDCG@3 % |" in text and "tema" not in text.split("\n")[0]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from temacli import artifacts
@@ -70,32 +69,20 @@ def save(result: dict, model_dir: str | Path) -> Path | None:
         return None
 
 
-def _current_model_fingerprint(model_dir: Path, weights: str, domains) -> str | None:
-    """The weights fingerprint ``eval`` would record now, from the folder alone (no model loaded)."""
-    from temacli.evaluation import evaluate as ev
-
-    manifest = ev.model_manifest(model_dir)
-    stand_in = SimpleNamespace(manifest=manifest, config={}, kind="?")
-    return ev.model_info(stand_in, model_dir, weights, domains)["fingerprint"]
-
-
 def lookup(model_dir: str | Path, data_dir: str | Path | None, p: dict) -> tuple[dict | None, str]:
     """A saved result of ``model_dir`` for options ``p`` that is still valid, and why (not).
 
     Returns ``(result, note)``: ``result`` is ``None`` when nothing valid is saved, and ``note``
     says what was found (``"saved result reused: PATH"``, ``"no saved result"``, or which
-    fingerprint changed).
+    fingerprint changed). Nothing is loaded but manifests and the saved JSON (and the stored
+    negatives, re-hashed).
     """
     from temacli.data.dataset import Dataset
     from temacli.evaluation import evaluate as ev
+    from temacli.model.folder import ModelFolder
 
-    model_dir = Path(model_dir)
-    manifest = ev.model_manifest(model_dir)
-    if data_dir is None:
-        data_dir = ev.model_dataset_path(manifest)
-        if data_dir is None:
-            return None, "no dataset recorded"
-    dataset = Dataset.open(data_dir)
+    folder = ModelFolder.open(model_dir)
+    dataset = Dataset.open(data_dir if data_dir is not None else folder.dataset_path())
     path = path_for(model_dir, dataset.fingerprint, p)
     if not path.is_file():
         return None, "no saved result"
@@ -110,7 +97,7 @@ def lookup(model_dir: str | Path, data_dir: str | Path | None, p: dict) -> tuple
     cands = ev.candidates_info(dataset, p["split"], p["protocol"], p["exclude_history"] is not False)
     if (saved.get("candidates") or {}).get("fingerprint") != cands["fingerprint"]:
         return None, "candidates changed"
-    if saved["model"].get("fingerprint") != _current_model_fingerprint(model_dir, p["weights"], dataset.domains):
+    if saved["model"].get("fingerprint") != folder.info(p["weights"], dataset.domains)["fingerprint"]:
         return None, "model weights changed"
     saved["model"]["path"] = str(model_dir)
     saved["data"]["path"] = str(dataset.path)
