@@ -111,6 +111,34 @@ class Recommender:
             self._index = idx
         return self._index
 
+    def _users_by_index(self) -> dict[int, str]:
+        """user index -> raw user id, over every split."""
+        out: dict[int, str] = {}
+        for name in ("train", "valid", "test"):
+            sp = self._split(name)
+            for idx, uid in zip(sp.user, sp.user_id):
+                out.setdefault(int(idx), str(uid))
+        return out
+
+    def lookup(self, value: str) -> tuple[str, str]:
+        """A user as people type it: (raw user id, one line saying how ``value`` was read).
+
+        The value is a raw user id when one matches; otherwise, when it is an integer, the dataset's
+        user index (``user`` in the splits); anything else is one line naming an example id."""
+        s = str(value).strip()
+        if s in self._user_rows():
+            return s, f"user {s}: the raw user id {s!r}"
+        if s.isdigit():
+            uid = self._users_by_index().get(int(s))
+            if uid is not None:
+                return uid, f"user {s}: no raw user id {s!r}; read as the user index {int(s)} (raw id {uid!r})"
+        example = next(iter(self._user_rows()), "?")
+        n = len(self._users_by_index())
+        raise TemacliError(
+            f"user '{value}' is not in {self.dataset.path} (no row in train, valid or test); "
+            f"give a raw user id, e.g. '{example}', or a user index 0..{n - 1}"
+        )
+
     def context(self, user_id: str, all_history: bool = False) -> UserContext:
         where = self._user_rows().get(str(user_id))
         if where is None:

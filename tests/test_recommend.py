@@ -215,3 +215,47 @@ def test_train_only_and_valid_users(tmp_path, capsys, fake_models):
     code, out, _ = run(["recommend", "--model", model, "--user", va.user_id[0], "--json"], capsys)
     r = json.loads(out)
     assert r["source"] == "valid" and r["held_out"]["item"] == int(va.target[0])
+
+
+def _numeric_id_dataset(tmp_path):
+    """Raw user ids that are odd integers, not the users' indices (user u is called str(2 * (29 - u) + 1)):
+    some are another user's index, and the even indices are no raw id."""
+    import re
+
+    from _eval_fixtures import write_log
+    from temacli.data.dataset import Dataset
+    from temacli.data.split import SplitOptions, split_dataset
+
+    log, items = write_log(tmp_path)
+    log.write_text(re.sub(r"^U(\d+)", lambda m: str(2 * (29 - int(m[1])) + 1), log.read_text(), flags=re.M))
+    opts = SplitOptions(domains=("food", "kitchen"), split="loo", min_user=5, min_per_domain=1, seed=0)
+    split_dataset(log, items, tmp_path / "data", opts)
+    return Dataset.open(tmp_path / "data")
+
+
+def test_user_as_raw_id_first_then_as_index(tmp_path, capsys, fake_models):
+    ds = _numeric_id_dataset(tmp_path)
+    model = fake_models(tmp_path / "m", DotModel(ds))
+    sp = ds.split("test")
+    index_of = {str(u): int(i) for u, i in zip(sp.user_id, sp.user)}
+    raw = next(u for u, i in index_of.items() if int(u) != i and u in index_of)  # a raw id that is another's index
+    code, out, err = run(["recommend", "--model", model, "--user", raw], capsys)
+    assert code == 0, err
+    assert out.splitlines()[0] == f"user {raw}: the raw user id '{raw}'"
+    code, out, err = run(["recommend", "--model", model, "--user", raw, "--json"], capsys)
+    r = json.loads(out)
+    assert r["user_id"] == raw and r["user"] == index_of[raw] and r["user_lookup"]["as"] == "raw id"
+    # an integer that is no raw id: the user index
+    ids = set(index_of)
+    idx = next(i for i in sorted(index_of.values()) if str(i) not in ids)
+    code, out, err = run(["recommend", "--model", model, "--user", str(idx)], capsys)
+    assert code == 0, err
+    first = out.splitlines()[0]
+    uid = next(u for u, i in index_of.items() if i == idx)
+    assert first == f"user {idx}: no raw user id '{idx}'; read as the user index {idx} (raw id '{uid}')"
+    code, out, err = run(["recommend", "--model", model, "--user", str(idx), "--json"], capsys)
+    r = json.loads(out)
+    assert r["user_id"] == uid and r["user"] == idx and r["user_lookup"]["as"] == "user index"
+    assert err.strip().startswith(f"user {idx}: no raw user id")
+    code, _, err = run(["recommend", "--model", model, "--user", "99999"], capsys)
+    assert code == 2 and "or a user index 0.." in err

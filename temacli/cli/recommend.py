@@ -92,7 +92,7 @@ def recommend_cmd(
     data: Optional[Path] = typer.Option(
         None, "--data", "-d", help="Dataset folder; default: the one recorded in the model's manifest."
     ),
-    user: Optional[str] = typer.Option(None, "--user", "-u", help="A user id as it appears in the raw data."),
+    user: Optional[str] = typer.Option(None, "--user", "-u", help="A user: the raw user id; when no raw id matches and it is an integer, the dataset's user index. The first output line says which."),
     users_file: Optional[Path] = typer.Option(None, "--users-file", help="Batch: one user id per line."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Batch: Parquet file to write (with a manifest)."),
     k: int = typer.Option(10, "--k", "-k", help="Number of items to recommend."),
@@ -145,11 +145,15 @@ def recommend_cmd(
                 + (f"; skipped {len(m['unknown_users'])} unknown: {', '.join(m['unknown_users'][:5])}"
                    if m["unknown_users"] else ""))
         return
-    res = rec.recommend([user], **kw)[0]
+    user_id, how = rec.lookup(user)
+    res = rec.recommend([user_id], **kw)[0]
+    res["user_lookup"] = {"given": user, "as": "raw id" if user_id == user.strip() else "user index", "line": how}
     ident = rec.identity()
     if json_out:
+        err(how)
         sys.stdout.write(json.dumps({**ident, **res}, indent=2) + "\n")
     else:
+        console.print(how, highlight=False, markup=False)
         _print_user(res, ident, explain, k)
 
 
