@@ -5,12 +5,16 @@ One test (at least) per class of the issue, not per example. Each runs the real 
 of the one-line message, and that nothing was written (the tree under ``tmp_path`` is unchanged, or the
 output does not exist). Classes, in the issue's order:
 
-1. inputs validated where they are read (feature matrices: NaN rows, integer storage, manifest fields)
-2. inputs fingerprint-checked (a features matrix edited after its manifest)
-3. flag values checked before any work or file
+1. inputs validated where they are read (feature matrices: NaN rows, integer storage, manifest fields;
+   a dataset manifest without its counts; config.json with a wrong type or a missing key)
+2. inputs fingerprint-checked (a features matrix edited after its manifest; test.parquet edited after
+   `data split`)
+3. flag values checked before any work or file (features, data split, train, eval), and a model too large
+   for memory refused with its estimated size before allocation
 4. output paths checked before work (file/folder mix-ups, unwritable folders, for every writing stage);
    outputs honour the umask
 6. leftovers of a killed write removed on the next run
+7. logs with blank ids refused with the first offending line; quoted CSV fields with newlines read
 and the crash class: out of memory and OSError on a user path become one line, exit 2.
 """
 
@@ -92,6 +96,17 @@ def dataset(tmp_path_factory):
     return ds
 
 
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory):
+    """A model folder trained for one epoch on the fixture (id stream only, width 8)."""
+    out = tmp_path_factory.mktemp("bad_input_model") / "model"
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--data", str(dataset.path), "--out", str(out), "--epochs", "1", "--device", "cpu",
+              "--dim", "8", "--quiet"])
+    assert e.value.code == 0
+    return out
+
+
 def features_copy(ds, folder: Path, edit) -> Path:
     """A copy of the fixture's features with ``edit(text_matrix) -> matrix`` applied, manifest rewritten to match."""
     from _train_fixtures import make_features
@@ -147,7 +162,66 @@ def test_features_manifest_without_counts_is_refused(dataset, tmp_path, capsys):
     assert tree(tmp_path) == before
 
 
+def test_dataset_manifest_without_counts_is_refused(dataset, trained, tmp_path, capsys):
+    import json
+    import shutil
+
+    d = tmp_path / "data"
+    shutil.copytree(dataset.path, d)
+    m = json.loads((d / "manifest.json").read_text())
+    del m["counts"]
+    (d / "manifest.json").write_text(json.dumps(m))
+    before = tree(tmp_path)
+    for argv in (["eval", trained, "--data", d], ["train", "--data", d, "--out", tmp_path / "model", "--quiet"]):
+        code, err = cli(argv, capsys)
+        refused(code, err, f"{d / 'manifest.json'}: the dataset manifest has no counts")
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "edit, first",
+    [
+        (lambda c: c.pop("kind"), "{cfg}: field 'kind' is missing"),
+        (lambda c: c.update(n_x="ten"), "{cfg}: field 'n_x' is str \"ten\", expected an integer"),
+        (lambda c: c.update(model=[1]), "{cfg}: field 'model' is list [1], expected an object"),
+        (lambda c: c["model"].update(q="big"), "{cfg}: the model it describes cannot be built"),
+    ],
+    ids=["missing-key", "field-type", "section-type", "model-field-type"],
+)
+def test_config_json_with_a_wrong_type_or_missing_key_is_refused(dataset, trained, tmp_path, capsys, edit, first):
+    import json
+    import shutil
+
+    m = tmp_path / "model"
+    shutil.copytree(trained, m)
+    cfg = m / "config.json"
+    c = json.loads(cfg.read_text())
+    edit(c)
+    cfg.write_text(json.dumps(c))
+    before = tree(tmp_path)
+    code, err = cli(["eval", m, "--data", dataset.path], capsys)
+    refused(code, err, first.format(cfg=cfg))
+    assert tree(tmp_path) == before
+
+
 # ----------------------------------------------------------------------------- 2. fingerprints
+def test_a_split_edited_after_data_split_is_refused(dataset, trained, tmp_path, capsys):
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    d = tmp_path / "data"
+    shutil.copytree(dataset.path, d)
+    t = pq.read_table(d / "test.parquet")
+    target = t.column("target").to_pylist()
+    target[0], target[1] = target[1], target[0]
+    pq.write_table(t.set_column(t.column_names.index("target"), "target", pa.array(target, pa.int32())), d / "test.parquet")
+    before = tree(tmp_path)
+    code, err = cli(["eval", trained, "--data", d], capsys)
+    refused(code, err, f"{d / 'test.parquet'}: test.parquet changed after `data split` recorded it")
+    assert tree(tmp_path) == before
+
 def test_features_edited_after_their_manifest_are_refused(dataset, tmp_path, capsys):
     f = features_copy(dataset, tmp_path / "f", lambda e: e)
     e = np.load(f / "text.npy")
@@ -172,6 +246,42 @@ def test_features_flags_are_checked_before_any_work(dataset, tmp_path, capsys, c
     before = tree(tmp_path)
     code, err = cli(["features", cmd, "--items", dataset.path, "--out", tmp_path / "feat", *flags], capsys)
     refused(code, err, first)
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "flags, first",
+    [
+        (["--dim", 0], "--dim 0: must be an integer in 1.."),
+        (["--lr", -1], "--lr -1.0: must be a number in (0, 10]"),
+        (["--batch-size", 0], "--batch-size 0: must be an integer in 1.."),
+        (["--epochs", 0], "--epochs 0: must be an integer in 1.."),
+        (["--max-len", 0], "--max-len 0: must be an integer in 1.."),
+    ],
+)
+def test_train_flags_are_checked_before_any_file(dataset, tmp_path, capsys, flags, first):
+    before = tree(tmp_path)
+    code, err = cli(["train", "--data", dataset.path, "--out", tmp_path / "model", "--device", "cpu", "--quiet", *flags], capsys)
+    refused(code, err, first)
+    assert tree(tmp_path) == before  # no config.json left behind for a rerun to trip over
+
+
+def test_a_model_too_large_for_memory_is_refused_with_its_size(dataset, tmp_path, capsys):
+    before = tree(tmp_path)
+    code, err = cli(["train", "--data", dataset.path, "--out", tmp_path / "model", "--device", "cpu", "--quiet",
+                     "--dim", 16384, "--batch-size", 1000000, "--max-len", 10000], capsys)
+    refused(code, err, "the model is too large for this machine: about ")
+    assert "TiB needed" in err
+    assert tree(tmp_path) == before
+
+
+def test_data_split_and_eval_flags_are_checked_before_any_file(trained, tmp_path, capsys):
+    log, items = write_log(tmp_path / "raw")
+    before = tree(tmp_path)
+    code, err = cli(split_args(log, items, tmp_path / "data") + ["--min-user-interactions", 0], capsys)
+    refused(code, err, "--min-user-interactions 0: out of range")
+    code, err = cli(["eval", trained, "--ks", "0", "--out", tmp_path / "r.json"], capsys)
+    refused(code, err, "--ks 0: ")
     assert tree(tmp_path) == before
 
 
@@ -302,6 +412,35 @@ def test_a_killed_write_leaves_a_temporary_that_the_next_run_removes(tmp_path, c
     code, err = cli(split_args(log, items, out), capsys)
     assert code == 0, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "raw"]
+
+
+# ----------------------------------------------------------------------------- 7. logs
+def test_blank_ids_are_refused_with_the_first_line(tmp_path, capsys):
+    log, items = write_log(tmp_path / "raw")
+    rows = list(csv.reader(open(log, newline="")))
+    rows[5][0] = "  "
+    rows[9][0] = ""
+    bad = tmp_path / "raw" / "blank.csv"
+    with open(bad, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    before = tree(tmp_path)
+    code, err = cli(split_args(bad, items, tmp_path / "data"), capsys)
+    refused(code, err, f"{bad}: column 'user_id' (--user-col) has 2 missing or blank ids, the first at file line 6")
+    assert tree(tmp_path) == before
+
+
+def test_quoted_csv_fields_with_newlines_are_read(tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    log, items = write_log(tmp_path / "raw")
+    rows = list(csv.reader(open(items, newline="")))
+    rows[2][2] = 'Green tea,\n"loose leaf"'
+    with open(items, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    code, err = cli(split_args(log, items, tmp_path / "data"), capsys)
+    assert code == 0, err
+    titles = pq.read_table(tmp_path / "data" / "items.parquet").column("title").to_pylist()
+    assert 'Green tea,\n"loose leaf"' in titles
 
 
 # ----------------------------------------------------------------------------- crashes that are bad input
