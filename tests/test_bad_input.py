@@ -6,7 +6,8 @@ of the one-line message, and that nothing was written (the tree under ``tmp_path
 output does not exist). Classes, in the issue's order:
 
 1. inputs validated where they are read (feature matrices: NaN rows, integer storage, manifest fields;
-   a dataset manifest without its counts; config.json with a wrong type or a missing key)
+   item tags with NaN or negative weights, or no rows; a dataset manifest without its counts; config.json
+   with a wrong type or a missing key)
 2. inputs fingerprint-checked (a features matrix edited after its manifest; test.parquet edited after
    `data split`)
 3. flag values checked before any work or file (features, data split, train, eval), and a model too large
@@ -201,6 +202,47 @@ def test_config_json_with_a_wrong_type_or_missing_key_is_refused(dataset, traine
     before = tree(tmp_path)
     code, err = cli(["eval", m, "--data", dataset.path], capsys)
     refused(code, err, first.format(cfg=cfg))
+    assert tree(tmp_path) == before
+
+
+def _tags_copy(dataset, folder: Path, edit) -> Path:
+    """The fixture's item tags with ``edit(table) -> table`` applied to item_tags.parquet."""
+    import pyarrow.parquet as pq
+    from _train_fixtures import make_tags
+
+    make_tags(dataset, folder)
+    path = folder / "item_tags.parquet"
+    pq.write_table(edit(pq.read_table(path)), path)
+    return path
+
+
+def _set_first(column: str, value):
+    import pyarrow as pa
+
+    def edit(t):
+        vals = t.column(column).to_pylist()
+        vals[0] = value
+        return t.set_column(t.column_names.index(column), column, pa.array(vals, t.schema.field(column).type))
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (_set_first("weight", float("nan")), "weight"),
+        (_set_first("weight", -0.5), "weight"),
+        (lambda t: t.slice(0, 0), "the item tags file has no rows"),
+    ],
+    ids=["nan-weight", "negative-weight", "no-rows"],
+)
+def test_bad_item_tags_are_refused_by_train(dataset, tmp_path, capsys, edit, words):
+    path = _tags_copy(dataset, tmp_path / "tags", edit)
+    before = tree(tmp_path)
+    code, err = cli(["train", "--data", dataset.path, "--tags", path, "--out", tmp_path / "model", "--device", "cpu",
+                     "--dim", 8, "--quiet"], capsys)
+    refused(code, err, f"{path}: ")
+    assert words in err
     assert tree(tmp_path) == before
 
 

@@ -181,7 +181,7 @@ def os_error_line(e: OSError) -> str | None:
     if name in ("ENOSPC", "EDQUOT", "EFBIG"):
         fix = "free some space or write the output elsewhere (another --out)"
     elif name in ("EACCES", "EPERM", "EROFS"):
-        fix = "fix the permissions or choose a path you can write (another --out)"
+        fix = "fix the permissions, or for an output choose a folder you can write (another --out)"
     else:
         fix = "check the path"
     target = f"{path} -> {e.filename2}" if e.filename2 else str(path)
