@@ -272,3 +272,15 @@ def test_tag_weights_through_the_one_representation():
     with pytest.raises(TemacliError, match="weight"):
         tag_representation(item, tag, np.array([0.2, 0.9, 0.0, 0.5, 0.4, 0.4]), "file", "x.parquet")
     assert math.isclose(tag_representation(item, tag, w, "multihot")[2][0], 1 / 3, rel_tol=1e-6)
+
+
+def test_cli_shows_epochs_and_validation_on_stderr(world, capsys, tmp_path):
+    code, out, err = run_cli(["train", "--data", world["ds"].path, "--out", tmp_path / "m", "--epochs", "2",
+                              "--dim", "16", "--batch-size", "8", "--device", "cpu"], capsys)
+    assert code == 0, err
+    assert "best epoch" in out
+    for needle in ("epoch 1/2: start", "validate epoch 1: start", "epoch 2/2 (run ETA", "valid loss"):
+        assert needle in err, needle
+    code, out, err = run_cli(["train", "--data", world["ds"].path, "--out", tmp_path / "q", "--epochs", "1",
+                              "--dim", "16", "--batch-size", "8", "--device", "cpu", "--quiet"], capsys)
+    assert code == 0 and "start (" not in err and "epoch 1/1  train loss" in err  # --quiet: no bars, epoch lines stay

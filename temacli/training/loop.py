@@ -348,7 +348,7 @@ def train(
     from temacli.training.batches import BatchStream, windows
     from temacli.training.sizing import estimate_memory
 
-    if not isinstance(progress, Progress):  # progress=False/True of earlier versions: the library is silent
+    if isinstance(progress, bool) or progress is None:  # progress=False/True of earlier versions: silent
         progress = SILENT
     opts.check()
     metric = opts.selection
