@@ -175,3 +175,21 @@ def test_edited_negatives_are_refused(runs, capsys):
     np.save(path, np.roll(cands, 1, axis=1))  # same negatives, other order: still another file
     code, out, err = run(["eval", "--model", a], capsys)
     assert code == 2 and "stored negatives" in err and "candidates_test.npy" in err and out == ""
+
+
+def test_docs_list_every_eval_option():
+    """docs/evaluation.md's option table names exactly the options `temacli eval --help` has."""
+    import re
+    from pathlib import Path
+
+    import typer.main
+
+    from temacli.cli import app
+
+    cmd = typer.main.get_command(app).commands["eval"]
+    cli = {o for p in cmd.params if p.param_type_name == "option" for o in p.opts + p.secondary_opts
+           if o.startswith("--")}
+    page = (Path(__file__).resolve().parents[1] / "docs" / "evaluation.md").read_text()
+    section = page.split("## Options", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"`(--[a-z][a-z0-9-]*)`", section))
+    assert documented == cli

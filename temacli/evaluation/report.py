@@ -160,22 +160,27 @@ def compare_renderables(cmp: dict) -> list[Any]:
         f"candidates: {_short(cmp['candidates']['fingerprint'])}: {cmp['candidates']['description']}",
         "n per domain: " + ", ".join(f"{d} {cmp['rows'][0]['n'][d]}" for d in doms),
     ]
-    t = Table(title="comparison (metrics in %, best in bold)", title_justify="left")
-    t.add_column("model")
-    t.add_column("kind")
-    for d in doms:
-        for k in cmp["metrics"]:
-            t.add_column(f"{d}\n{k}", justify="right")
-    for i, row in enumerate(cmp["rows"]):
-        cells = []
-        for d in doms:
+    # one table for all domains when it fits 80 columns, else one table per domain
+    groups = [doms] if len(doms) * len(cmp["metrics"]) <= 6 else [[d] for d in doms]
+    tables: list[Any] = [Text("comparison (metrics in %, best in bold)", style="italic")]
+    for group in groups:
+        t = Table(title=None if len(groups) == 1 else f"target domain {group[0]}", title_justify="left")
+        t.add_column("model")
+        t.add_column("kind")
+        for d in group:
             for k in cmp["metrics"]:
-                v = pct(row["values"][d][k])
-                cells.append(Text(v, style="bold") if i in cmp["best"][d][k] else Text(v))
-        t.add_row(row["model"], str(row["kind"]), *cells)
+                t.add_column(f"{d}\n{k}" if len(groups) == 1 else k, justify="right")
+        for i, row in enumerate(cmp["rows"]):
+            cells = []
+            for d in group:
+                for k in cmp["metrics"]:
+                    v = pct(row["values"][d][k])
+                    cells.append(Text(v, style="bold") if i in cmp["best"][d][k] else Text(v))
+            t.add_row(row["model"], str(row["kind"]), *cells)
+        tables.append(t)
     models = [f"{r['model']}: {r['path']} (weights {_short(r['fingerprint'])})" for r in cmp["rows"]]
     models += list(cmp.get("warnings") or [])
-    return [Text("\n".join(head), style="dim"), t, Text("\n".join(models), style="dim")]
+    return [Text("\n".join(head), style="dim"), *tables, Text("\n".join(models), style="dim")]
 
 
 # ----------------------------------------------------------------------------- markdown
