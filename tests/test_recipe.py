@@ -9,9 +9,12 @@ import os
 import subprocess
 import sys
 import tomllib
+from enum import Enum
 from pathlib import Path
+from typing import List
 
 import pytest
+import typer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _train_fixtures import make_dataset  # noqa: E402
@@ -213,3 +216,61 @@ def test_shell_completion_is_installable_and_completes(tmp_path):
     comp = {**env, "_TEMACLI_COMPLETE": "complete_bash", "COMP_WORDS": "temacli train --con", "COMP_CWORD": "2"}
     r = subprocess.run([*exe], capture_output=True, text=True, env=comp, timeout=60)
     assert "--config" in r.stdout.split()
+
+
+# ----------------------------------------------------------------------------- any typer command
+class Arch(str, Enum):
+    tema = "tema"
+    sasrec = "sasrec"
+
+
+SEEN: dict = {}
+
+
+def _fit(
+    out: Path = typer.Option(..., "--out"),
+    arch: Arch = typer.Option(Arch.tema, "--arch"),
+    layer: List[int] = typer.Option([1], "--layer"),
+    fast: bool = typer.Option(False, "--fast"),
+    rate: float = typer.Option(0.1, "--rate"),
+) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "done.json").write_text("{}")
+    SEEN.update(arch=arch, layer=layer, fast=fast, rate=rate)
+
+
+def test_the_mechanism_works_for_any_typer_command(tmp_path):
+    """Enums (choices), lists, paths and flags of another command: checked, overridden, saved."""
+    import typer
+    from typer.testing import CliRunner
+
+    from temacli.cli import _recipe
+
+    seen = SEEN
+    seen.clear()
+    demo = typer.Typer(add_completion=False)
+    demo.command("fit")(_fit)
+    demo.command("other")(lambda: None)
+    assert _recipe.add_config_option(demo, "fit", marker="done.json") is True
+    assert _recipe.add_config_option(demo, "absent") is False
+    rec = tmp_path / "r.toml"
+    rec.write_text('arch = "sasrec"\nlayer = [2, 3]\nfast = true\nrate = 1\n')
+    runner = CliRunner()
+    res = runner.invoke(demo, ["fit", "--config", str(rec), "--out", str(tmp_path / "m"), "--rate", "0.5"])
+    assert res.exit_code == 0, res.output
+    assert seen == {"arch": Arch.sasrec, "layer": [2, 3], "fast": True, "rate": 0.5}
+    saved = tomllib.loads((tmp_path / "m" / "config.toml").read_text())
+    assert saved == {"arch": "sasrec", "layer": [2, 3], "fast": True, "rate": 0.5}
+    # the saved recipe reproduces the call
+    seen.clear()
+    res = runner.invoke(demo, ["fit", "--config", str(tmp_path / "m" / "config.toml"), "--out", str(tmp_path / "m2")])
+    assert res.exit_code == 0, res.output
+    assert seen == {"arch": Arch.sasrec, "layer": [2, 3], "fast": True, "rate": 0.5}
+    # choices and list items are checked against the command's own declaration
+    rec.write_text('arch = "bert4rec"\n')
+    res = runner.invoke(demo, ["fit", "--config", str(rec), "--out", str(tmp_path / "m3")])
+    assert isinstance(res.exception, TemacliError) and "must be one of tema, sasrec" in str(res.exception)
+    rec.write_text('layer = [2, "x"]\n')
+    res = runner.invoke(demo, ["fit", "--config", str(rec), "--out", str(tmp_path / "m3")])
+    assert isinstance(res.exception, TemacliError) and "key 'layer'" in str(res.exception)
+    assert not (tmp_path / "m3").exists()
