@@ -1,2 +1,3 @@
-"""The TEMA-LLM model (tema.py), the SASRec and GRU4Rec baselines (baselines.py), the shared
-attention encoder (layers.py) and the loading interface for evaluation (api.py)."""
+"""Models: TEMA-LLM (tema.py), the SASRec and GRU4Rec baselines (baselines.py), the shared attention
+encoder (layers.py), the model registry (registry.py), building and scoring (api.py) and the model
+folder that ``train`` writes and ``eval``/``recommend`` read (folder.py)."""
