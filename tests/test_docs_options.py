@@ -147,7 +147,7 @@ def _invocations(text: str):
             yield path, sorted({f.split("=")[0] for f in FLAG.findall(args)})
 
 
-DOC_FILES = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+DOC_FILES = [ROOT / "README.md", *sorted(DOCS.glob("*.md")), ROOT / "examples" / "recipes" / "README.md"]
 
 
 @pytest.mark.parametrize("doc", DOC_FILES, ids=lambda p: p.name)
