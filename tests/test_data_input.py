@@ -18,17 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from temacli import artifacts
-from temacli.cli import main
 from temacli.data.dataset import SPLIT, Dataset
 from temacli.data.split import SplitOptions, rewrite_split, split_dataset
 from temacli.errors import TemacliError
-
-
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    cap = capsys.readouterr()
-    return e.value.code, cap.out, cap.err
 
 
 def write_csv(path: Path, rows, header=("user_id", "item_id", "domain", "timestamp")):
@@ -52,8 +44,8 @@ def log_rows(n_users=6):
     return rows
 
 
-def assert_refused(args, capsys, *needles, out: Path):
-    code, stdout, err = run_cli(args, capsys)
+def assert_refused(args, run_cli, *needles, out: Path):
+    code, stdout, err = run_cli(args)
     assert code == 2, err
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), err
@@ -66,27 +58,27 @@ def assert_refused(args, capsys, *needles, out: Path):
 
 
 # ----------------------------------------------------------------------------- ids
-def test_blank_user_id_names_its_line(tmp_path, capsys):
+def test_blank_user_id_names_its_line(tmp_path, run_cli):
     rows = log_rows()
     rows[6] = ("  ", *rows[6][1:])  # data row 6 = file line 8
     rows[9] = ("", *rows[9][1:])
     log = write_csv(tmp_path / "log.csv", rows)
     out = tmp_path / "out"
-    assert_refused(["data", "split", "--interactions", log, "--domains", "food,kitchen", "--out", out], capsys,
+    assert_refused(["data", "split", "--interactions", log, "--domains", "food,kitchen", "--out", out], run_cli,
                    "column 'user_id'", "2 missing or blank ids", "file line 8", out=out)
 
 
-def test_blank_item_id_after_a_multiline_field_names_the_right_line(tmp_path, capsys):
+def test_blank_item_id_after_a_multiline_field_names_the_right_line(tmp_path, run_cli):
     rows = [r + ("plain",) for r in log_rows()]
     rows[1] = rows[1][:4] + ("a note\nover two lines",)  # the file's line numbers shift by one after it
     rows[4] = (rows[4][0], "", *rows[4][2:])  # data row 4 starts on file line 7
     log = write_csv(tmp_path / "log.csv", rows, header=("user_id", "item_id", "domain", "timestamp", "note"))
     out = tmp_path / "out"
-    assert_refused(["data", "split", "--interactions", log, "--domains", "food,kitchen", "--out", out], capsys,
+    assert_refused(["data", "split", "--interactions", log, "--domains", "food,kitchen", "--out", out], run_cli,
                    "column 'item_id'", "file line 7", out=out)
 
 
-def test_null_ids_in_parquet_named_by_row(tmp_path, capsys):
+def test_null_ids_in_parquet_named_by_row(tmp_path, run_cli):
     rows = log_rows()
     table = pa.table({
         "user_id": pa.array([None if i == 3 else r[0] for i, r in enumerate(rows)], pa.string()),
@@ -95,7 +87,7 @@ def test_null_ids_in_parquet_named_by_row(tmp_path, capsys):
     pq.write_table(table, tmp_path / "log.parquet")
     out = tmp_path / "out"
     assert_refused(["data", "split", "--interactions", tmp_path / "log.parquet", "--domains", "food,kitchen",
-                    "--out", out], capsys, "column 'user_id'", "row 4", out=out)
+                    "--out", out], run_cli, "column 'user_id'", "row 4", out=out)
 
 
 def test_quoted_newlines_in_items_and_log_are_read(tmp_path):
@@ -130,25 +122,25 @@ def test_quoted_newlines_in_items_and_log_are_read(tmp_path):
         ("--eval-users-frac", "nan", "a number in (0, 1]"),
     ],
 )
-def test_flag_out_of_range_refused_before_reading(tmp_path, capsys, flag, value, range_words):
+def test_flag_out_of_range_refused_before_reading(tmp_path, run_cli, flag, value, range_words):
     out = tmp_path / "out"
     # the log does not exist: the flag is refused first, so nothing was read
     line = assert_refused(["data", "split", "--interactions", tmp_path / "absent.csv", "--domains", "food,kitchen",
-                           "--out", out, flag, value], capsys, flag, range_words, out=out)
+                           "--out", out, flag, value], run_cli, flag, range_words, out=out)
     assert "absent.csv" not in line
 
 
-def test_seed_checked_for_importers_too(tmp_path, capsys):
+def test_seed_checked_for_importers_too(tmp_path, run_cli):
     folder = tmp_path / "llmcdsr-a-b"
     folder.mkdir()
     out = tmp_path / "out"
-    assert_refused(["data", "split", "--format", "llmcdsr", folder, "--out", out, "--seed", "-1"], capsys,
+    assert_refused(["data", "split", "--format", "llmcdsr", folder, "--out", out, "--seed", "-1"], run_cli,
                    "--seed", "an integer >= 0", out=out)
 
 
-def test_help_states_the_ranges(capsys, monkeypatch):
+def test_help_states_the_ranges(run_cli, monkeypatch):
     monkeypatch.setenv("COLUMNS", "300")  # one line per option, so no range is wrapped
-    code, out, _ = run_cli(["data", "split", "--help"], capsys)
+    code, out, _ = run_cli(["data", "split", "--help"])
     text = " ".join(out.split())
     assert code == 0
     for words in ("integer >= 1", "integer >= 0", "number in (0, 1)", "number in (0, 1]"):
@@ -164,33 +156,33 @@ def test_help_ranges_are_the_library_ranges():
         assert range_text(flag).split(" ", 1)[1] == words, flag
 
 
-def test_split_mode_and_format_named(tmp_path, capsys):
+def test_split_mode_and_format_named(tmp_path, run_cli):
     out = tmp_path / "out"
     assert_refused(["data", "split", "--interactions", tmp_path / "a.csv", "--domains", "food,kitchen", "--out", out,
-                    "--split", "random"], capsys, "--split 'random'", "loo, c2dsr", out=out)
-    assert_refused(["data", "split", "--format", "movielens", tmp_path, "--out", out], capsys,
+                    "--split", "random"], run_cli, "--split 'random'", "loo, c2dsr", out=out)
+    assert_refused(["data", "split", "--format", "movielens", tmp_path, "--out", out], run_cli,
                    "unknown --format 'movielens'", out=out)
 
 
 # ----------------------------------------------------------------------------- --out
-def test_out_is_an_existing_file(tmp_path, capsys):
+def test_out_is_an_existing_file(tmp_path, run_cli):
     log = write_csv(tmp_path / "log.csv", log_rows())
     out = tmp_path / "taken"
     out.write_text("not a folder")
-    assert_refused(["data", "split", "--interactions", log, "--domains", "food,kitchen", "--out", out], capsys,
+    assert_refused(["data", "split", "--interactions", log, "--domains", "food,kitchen", "--out", out], run_cli,
                    "--out", "existing file", out=out)
     assert out.read_text() == "not a folder"
 
 
-def test_out_below_a_file(tmp_path, capsys):
+def test_out_below_a_file(tmp_path, run_cli):
     log = write_csv(tmp_path / "log.csv", log_rows())
     (tmp_path / "file").write_text("x")
     out = tmp_path / "file" / "data"
-    code, _, err = run_cli(["data", "split", "--interactions", log, "--domains", "food,kitchen", "--out", out], capsys)
+    code, _, err = run_cli(["data", "split", "--interactions", log, "--domains", "food,kitchen", "--out", out])
     assert code == 2 and len(err.strip().splitlines()) == 1 and "is a file" in err
 
 
-def test_out_in_unwritable_folder_refused_before_work(tmp_path, capsys, monkeypatch):
+def test_out_in_unwritable_folder_refused_before_work(tmp_path, run_cli, monkeypatch):
     import temacli.data.build as build
 
     log = write_csv(tmp_path / "log.csv", log_rows())
@@ -206,34 +198,32 @@ def test_out_in_unwritable_folder_refused_before_work(tmp_path, capsys, monkeypa
 
     monkeypatch.setattr(build, "build_from_log", no_work)
     monkeypatch.setattr("temacli.data.split.build_from_log", no_work)
-    assert_refused(["data", "split", "--interactions", log, "--domains", "food,kitchen", "--out", out], capsys,
+    assert_refused(["data", "split", "--interactions", log, "--domains", "food,kitchen", "--out", out], run_cli,
                    "--out", "not writable", out=out)
 
 
-def test_other_dataset_in_out_refused_before_work(tmp_path, capsys, monkeypatch):
+def test_other_dataset_in_out_refused_before_work(tmp_path, run_cli, monkeypatch):
     log = write_csv(tmp_path / "log.csv", log_rows())
     out = tmp_path / "d"
     base = ["data", "split", "--interactions", log, "--domains", "food,kitchen", "--out", out, "-q"]
-    assert run_cli(base, capsys)[0] == 0
+    assert run_cli(base)[0] == 0
 
     def no_work(*a, **k):
         raise AssertionError("the dataset was built before --out was checked")
 
     monkeypatch.setattr("temacli.data.split.build_from_log", no_work)
-    code, _, err = run_cli(base + ["--seed", "3"], capsys)
+    code, _, err = run_cli(base + ["--seed", "3"])
     assert code == 2 and "already holds a different dataset" in err
 
 
 # ----------------------------------------------------------------------------- the manifest and fingerprints
 @pytest.fixture
-def ds(tmp_path):
-    log = write_csv(tmp_path / "log.csv", log_rows(8))
-    split_dataset(log, None, tmp_path / "d", SplitOptions(domains=("food", "kitchen"), min_user=5))
-    return Dataset.open(tmp_path / "d")
+def ds(tmp_path, make_dataset):
+    return Dataset.open(make_dataset(tmp_path, n_users=8, with_items=False))
 
 
 @pytest.mark.parametrize("drop", ["counts", "counts.n_items_x", "counts.rows_test", "counts.domains"])
-def test_manifest_without_its_counts(ds, capsys, drop):
+def test_manifest_without_its_counts(ds, run_cli, drop):
     mp = ds.path / "manifest.json"
     m = json.loads(mp.read_text())
     if drop == "counts":
@@ -246,7 +236,7 @@ def test_manifest_without_its_counts(ds, capsys, drop):
     msg = str(e.value)
     assert "manifest.json" in msg and ("has no counts" if drop == "counts" else f"lacks {drop}") in msg
     assert "\n" not in msg and "temacli data split" in msg
-    code, _, err = run_cli(["data", "stats", ds.path], capsys)
+    code, _, err = run_cli(["data", "stats", ds.path])
     assert code == 2 and len(err.strip().splitlines()) == 1
 
 

@@ -14,20 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from temacli.cli import main
 from temacli.data.dataset import Dataset
 from temacli.data.formats import import_dataset
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 FK = SHARED / "llmcdsr-food-kitchen"
 MB = SHARED / "llmcdsr-movie-book-partial"
-
-
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    cap = capsys.readouterr()
-    return e.value.code, cap.out, cap.err
 
 
 def tiny_folder(path: Path, n_a=1002, n_b=1200, titles_b=True, drop=()):
@@ -100,12 +92,12 @@ def test_exclude_history_option_keeps_history_out(tmp_path):
     assert exact == 1
 
 
-def test_cli_flag_and_stored_once(tmp_path, capsys):
+def test_cli_flag_and_stored_once(tmp_path, run_cli):
     folder = tiny_folder(tmp_path / "llmcdsr-movie-book")
     base = ["data", "split", "--format", "llmcdsr", folder, "--quiet"]
-    assert run_cli(base + ["--out", tmp_path / "a"], capsys)[0] == 0
-    assert run_cli(base + ["--out", tmp_path / "b"], capsys)[0] == 0
-    code, _, err = run_cli(base + ["--out", tmp_path / "x", "--negatives-exclude-history"], capsys)
+    assert run_cli(base + ["--out", tmp_path / "a"])[0] == 0
+    assert run_cli(base + ["--out", tmp_path / "b"])[0] == 0
+    code, _, err = run_cli(base + ["--out", tmp_path / "x", "--negatives-exclude-history"])
     assert code == 0, err
     a, b, x = ((tmp_path / n / "candidates_test.npy").read_bytes() for n in "abx")
     assert a == b and a != x  # the same seed gives the same stored negatives; the option changes them
@@ -113,13 +105,13 @@ def test_cli_flag_and_stored_once(tmp_path, capsys):
     assert mx["params"]["exclude_history"] is True
     # the option is LLMCDSR's (and the raw log's) only
     code, _, err = run_cli(["data", "split", "--format", "c2dsr", folder, "--out", tmp_path / "c",
-                            "--negatives-exclude-history"], capsys)
+                            "--negatives-exclude-history"])
     assert code == 2 and "not an option of --format c2dsr" in err and not (tmp_path / "c").exists()
 
 
-def test_missing_training_file_and_untitled_items(tmp_path, capsys):
+def test_missing_training_file_and_untitled_items(tmp_path, run_cli):
     folder = tiny_folder(tmp_path / "llmcdsr-movie-book-partial", titles_b=False, drop=("train_B.txt",))
-    code, _, err = run_cli(["data", "split", "--format", "llmcdsr", folder, "--out", tmp_path / "d", "--quiet"], capsys)
+    code, _, err = run_cli(["data", "split", "--format", "llmcdsr", folder, "--out", tmp_path / "d", "--quiet"])
     assert code == 0, err
     warnings = [ln for ln in err.splitlines() if ln.startswith("warning:")]
     assert len(warnings) == 1 and "train_B.txt" in warnings[0], err
@@ -137,9 +129,9 @@ def test_missing_training_file_and_untitled_items(tmp_path, capsys):
     assert "book 1,200" in err  # the summary names the untitled items per domain
 
 
-def test_required_file_missing_is_refused(tmp_path, capsys):
+def test_required_file_missing_is_refused(tmp_path, run_cli):
     folder = tiny_folder(tmp_path / "llmcdsr-movie-book", drop=("test.txt",))
-    code, _, err = run_cli(["data", "split", "--format", "llmcdsr", folder, "--out", tmp_path / "d"], capsys)
+    code, _, err = run_cli(["data", "split", "--format", "llmcdsr", folder, "--out", tmp_path / "d"])
     assert code == 2 and "test.txt not found" in err and not (tmp_path / "d").exists()
 
 
@@ -191,10 +183,10 @@ def test_food_kitchen_history_items_among_negatives_match_expectation(fk):
 
 
 @pytest.mark.slow
-def test_movie_book_partial_imports_with_warning_and_counts(tmp_path, capsys):
+def test_movie_book_partial_imports_with_warning_and_counts(tmp_path, run_cli):
     if not MB.is_dir():
         pytest.skip("shared data not present")
-    code, _, err = run_cli(["data", "split", "--format", "llmcdsr", MB, "--out", tmp_path / "mb", "--quiet"], capsys)
+    code, _, err = run_cli(["data", "split", "--format", "llmcdsr", MB, "--out", tmp_path / "mb", "--quiet"])
     assert code == 0, err
     warnings = [ln for ln in err.splitlines() if ln.startswith("warning:")]
     assert len(warnings) == 1 and "train_B.txt" in warnings[0], err
@@ -220,9 +212,9 @@ def test_movie_book_partial_imports_with_warning_and_counts(tmp_path, capsys):
     ("test.txt", "1\t20,21;22\n", "is not 'user<TAB>i1,i2,...'"),
     ("valid.txt", "1\t20,99999\n", "outside 0..2201"),
 ])
-def test_malformed_files_are_refused_in_one_line(tmp_path, capsys, file, content, words):
+def test_malformed_files_are_refused_in_one_line(tmp_path, run_cli, file, content, words):
     folder = tiny_folder(tmp_path / "llmcdsr-movie-book")
     (folder / file).write_text(content)
-    code, _, err = run_cli(["data", "split", "--format", "llmcdsr", folder, "--out", tmp_path / "d", "-q"], capsys)
+    code, _, err = run_cli(["data", "split", "--format", "llmcdsr", folder, "--out", tmp_path / "d", "-q"])
     assert code == 2 and words in err and file in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "d").exists()

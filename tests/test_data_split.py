@@ -10,18 +10,10 @@ import numpy as np
 import pytest
 
 from temacli import artifacts
-from temacli.cli import main
 from temacli.data.dataset import Dataset
 from temacli.data.split import SplitOptions, split_dataset
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    cap = capsys.readouterr()
-    return e.value.code, cap.out, cap.err
 
 
 def write_log(path: Path, rows, header=("user_id", "item_id", "domain", "timestamp")):
@@ -214,19 +206,19 @@ def test_manifest_records_inputs_and_parameters(small_log, tmp_path):
 
 
 # ----------------------------------------------------------------------------- the CLI and bad input
-def test_cli_split_and_stats(small_log, tmp_path, capsys):
+def test_cli_split_and_stats(small_log, tmp_path, run_cli):
     log, items = small_log
-    code, _, err = run_cli(["data", "split", "--interactions", log, "--items", items, "--domains", "food,kitchen", "--out", tmp_path / "d"], capsys)
+    code, _, err = run_cli(["data", "split", "--interactions", log, "--items", items, "--domains", "food,kitchen", "--out", tmp_path / "d"])
     assert code == 0, err
-    code, out, _ = run_cli(["data", "stats", tmp_path / "d", "--json"], capsys)
+    code, out, _ = run_cli(["data", "stats", tmp_path / "d", "--json"])
     assert code == 0
     st = json.loads(out)
     assert st["domains"]["food"]["items"] == 7
     assert st["domains"]["food"]["test_targets"] + st["domains"]["kitchen"]["test_targets"] == 12
 
 
-def _assert_bad(args, capsys, needle, out_dir):
-    code, _, err = run_cli(args, capsys)
+def _assert_bad(args, run_cli, needle, out_dir):
+    code, _, err = run_cli(args)
     assert code == 2, err
     lines = [l for l in err.strip().splitlines() if l.strip()]
     assert needle in " ".join(lines), err
@@ -236,58 +228,58 @@ def _assert_bad(args, capsys, needle, out_dir):
     assert not [p for p in out_dir.parent.glob(f".{out_dir.name}.*")]
 
 
-def test_bad_missing_file(tmp_path, capsys):
+def test_bad_missing_file(tmp_path, run_cli):
     out = tmp_path / "out"
-    _assert_bad(["data", "split", "--interactions", tmp_path / "none.csv", "--domains", "a,b", "--out", out], capsys, "file not found", out)
+    _assert_bad(["data", "split", "--interactions", tmp_path / "none.csv", "--domains", "a,b", "--out", out], run_cli, "file not found", out)
 
 
-def test_bad_missing_column(tmp_path, capsys):
+def test_bad_missing_column(tmp_path, run_cli):
     log = write_log(tmp_path / "log.csv", [("u", "i", "food", 1)], header=("user", "item_id", "domain", "timestamp"))
     out = tmp_path / "out"
-    _assert_bad(["data", "split", "--interactions", log, "--domains", "food,kitchen", "--out", out], capsys, "column 'user_id' not found", out)
-    _assert_bad(["data", "split", "--interactions", log, "--domains", "food,kitchen", "--out", out], capsys, "--user-col", out)
+    _assert_bad(["data", "split", "--interactions", log, "--domains", "food,kitchen", "--out", out], run_cli, "column 'user_id' not found", out)
+    _assert_bad(["data", "split", "--interactions", log, "--domains", "food,kitchen", "--out", out], run_cli, "--user-col", out)
 
 
-def test_bad_timestamps_named_by_row(small_log, tmp_path, capsys):
+def test_bad_timestamps_named_by_row(small_log, tmp_path, run_cli):
     log, _ = small_log
     lines = log.read_text().splitlines()
     lines[3] = lines[3].rsplit(",", 1)[0] + ",yesterday"
     lines[5] = lines[5].rsplit(",", 1)[0] + ","
     log.write_text("\n".join(lines) + "\n")
     out = tmp_path / "out"
-    _assert_bad(["data", "split", "--interactions", log, "--domains", "food,kitchen", "--out", out], capsys, "file lines 4, 6", out)
+    _assert_bad(["data", "split", "--interactions", log, "--domains", "food,kitchen", "--out", out], run_cli, "file lines 4, 6", out)
 
 
-def test_bad_domain_label(small_log, tmp_path, capsys):
+def test_bad_domain_label(small_log, tmp_path, run_cli):
     log, _ = small_log
     out = tmp_path / "out"
-    _assert_bad(["data", "split", "--interactions", log, "--domains", "food,garden", "--out", out], capsys, "domain label 'kitchen'", out)
+    _assert_bad(["data", "split", "--interactions", log, "--domains", "food,garden", "--out", out], run_cli, "domain label 'kitchen'", out)
 
 
-def test_bad_filter_empties(small_log, tmp_path, capsys):
+def test_bad_filter_empties(small_log, tmp_path, run_cli):
     log, _ = small_log
     out = tmp_path / "out"
     _assert_bad(
         ["data", "split", "--interactions", log, "--domains", "food,kitchen", "--min-user-interactions", "100", "--out", out],
-        capsys, "--min-user-interactions", out,
+        run_cli, "--min-user-interactions", out,
     )
     _assert_bad(
         ["data", "split", "--interactions", log, "--domains", "food,kitchen", "--min-domain-interactions", "11", "--out", out],
-        capsys, "--min-domain-interactions", out,
+        run_cli, "--min-domain-interactions", out,
     )
 
 
-def test_bad_output_holds_other_dataset(small_log, tmp_path, capsys):
+def test_bad_output_holds_other_dataset(small_log, tmp_path, run_cli):
     log, items = small_log
     out = tmp_path / "out"
     base = ["data", "split", "--interactions", log, "--domains", "food,kitchen", "--out", out]
-    assert run_cli(base, capsys)[0] == 0
+    assert run_cli(base)[0] == 0
     before = (out / "candidates_test.npy").read_bytes()
-    code, _, err = run_cli(base + ["--seed", "3"], capsys)
+    code, _, err = run_cli(base + ["--seed", "3"])
     assert code == 2 and "already holds a different dataset" in err and "--force" in err
     assert (out / "candidates_test.npy").read_bytes() == before
-    assert run_cli(base, capsys)[0] == 0  # the same dataset again is fine
-    assert run_cli(base + ["--seed", "3", "--force"], capsys)[0] == 0
+    assert run_cli(base)[0] == 0  # the same dataset again is fine
+    assert run_cli(base + ["--seed", "3", "--force"])[0] == 0
     assert (out / "candidates_test.npy").read_bytes() != before
 
 
@@ -314,8 +306,8 @@ def test_reader_names_file_column_and_fix(small_log, tmp_path):
 # ----------------------------------------------------------------------------- importers on real data
 @pytest.mark.slow
 @pytest.mark.skipif(not (SHARED / "c2dsr-food-kitchen").is_dir(), reason="shared data not present")
-def test_c2dsr_import_matches_published_counts(tmp_path, capsys):
-    code, _, err = run_cli(["data", "split", "--format", "c2dsr", SHARED / "c2dsr-food-kitchen", "--out", tmp_path / "c"], capsys)
+def test_c2dsr_import_matches_published_counts(tmp_path, run_cli):
+    code, _, err = run_cli(["data", "split", "--format", "c2dsr", SHARED / "c2dsr-food-kitchen", "--out", tmp_path / "c"])
     assert code == 0, err
     assert "traindata_new.txt" in err  # says what is missing
     ds = Dataset.open(tmp_path / "c")
@@ -352,7 +344,7 @@ def test_real_log_slice(tmp_path):
     assert ds.items.num_rows == ds.n_items
 
 
-def test_parquet_log_with_renamed_columns(small_log, tmp_path, capsys):
+def test_parquet_log_with_renamed_columns(small_log, tmp_path, run_cli):
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
@@ -361,7 +353,7 @@ def test_parquet_log_with_renamed_columns(small_log, tmp_path, capsys):
     pq.write_table(t, tmp_path / "log.parquet")
     args = ["data", "split", "--interactions", tmp_path / "log.parquet", "--domains", "food,kitchen",
             "--user-col", "who", "--item-col", "what", "--domain-col", "where", "--time-col", "when", "--out", tmp_path / "p"]
-    code, _, err = run_cli(args, capsys)
+    code, _, err = run_cli(args)
     assert code == 0, err
     split_dataset(log, None, tmp_path / "c", opts())
     for f in ("train.parquet", "test.parquet", "candidates_test.npy"):

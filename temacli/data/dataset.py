@@ -48,19 +48,32 @@ FILES = {
     "candidates_test": "candidates_test.npy",
 }
 
+
+def _item_index(name: str, doc: str) -> Column:  # item indices are int32 in every file
+    return Column(name, "int", pa.int32(), doc=doc)
+
+
+def _domain_index(name: str, doc: str) -> Column:  # 0 = X, 1 = Y, int8 in every file
+    return Column(name, "int", pa.int8(), doc=doc)
+
+
+def _text(name: str, doc: str, nullable: bool = False) -> Column:
+    return Column(name, "string", nullable=nullable, doc=doc)
+
+
 ITEMS = Contract(
     "items",
     (
-        Column("item", "int", pa.int32(), doc="global item index: X items 0..nX-1, Y items nX..nX+nY-1"),
-        Column("item_id", "string", doc="the item's id in the raw data (e.g. ASIN)"),
-        Column("domain", "string", doc="domain name (one of the dataset's two domains)"),
-        Column("domain_idx", "int", pa.int8(), doc="0 for domain X, 1 for domain Y"),
-        Column("title", "string", doc="title; empty string when unknown"),
+        _item_index("item", "global item index: X items 0..nX-1, Y items nX..nX+nY-1"),
+        _text("item_id", "the item's id in the raw data (e.g. ASIN)"),
+        _text("domain", "domain name (one of the dataset's two domains)"),
+        _domain_index("domain_idx", "0 for domain X, 1 for domain Y"),
+        _text("title", "title; empty string when unknown"),
     ),
     fix=_FIX,
     optional=(
-        Column("description", "string", nullable=True, doc="optional description"),
-        Column("image", "string", nullable=True, doc="optional image path or URL"),
+        _text("description", "optional description", nullable=True),
+        _text("image", "optional image path or URL", nullable=True),
     ),
 )
 
@@ -68,10 +81,10 @@ SPLIT = Contract(
     "split",
     (
         Column("user", "int", pa.int32(), doc="user index (0-based, dataset-wide)"),
-        Column("user_id", "string", doc="the user's id in the raw data"),
+        _text("user_id", "the user's id in the raw data"),
         Column("history", "list<int>", doc="mixed-domain item indices in time order, before the target"),
-        Column("target", "int", pa.int32(), doc="the next item (training: the sequence's last item)"),
-        Column("target_domain", "int", pa.int8(), doc="0 = X, 1 = Y: domain of the target"),
+        _item_index("target", "the next item (training: the sequence's last item)"),
+        _domain_index("target_domain", "0 = X, 1 = Y: domain of the target"),
     ),
     fix=_FIX,
 )

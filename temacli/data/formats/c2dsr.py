@@ -15,6 +15,7 @@ target, drawn once from ``seed``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,19 +27,29 @@ from temacli.errors import TemacliError
 SEQ_FILES = (("train", "traindata_new.txt"), ("valid", "validdata_new.txt"), ("test", "testdata_new.txt"))
 
 
-def _read_list(path: Path) -> list[str]:
-    rows = []
+def _tab_rows(path: Path, min_fields: int, short: str) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) of each line with at least ``min_fields`` tab-separated fields.
+
+    Blank lines are skipped; any other shorter line is refused: "line N ``short``".
+    """
     with open(path) as f:
         for ln, line in enumerate(f, 1):
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) < 3:
-                if line.strip():
-                    raise TemacliError(f"{path}: line {ln} is not 'orig_id<TAB>asin<TAB>index'")
-                continue
-            try:
-                rows.append((int(parts[2]), parts[1]))
-            except ValueError:
-                raise TemacliError(f"{path}: line {ln}: index '{parts[2]}' is not an integer") from None
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) >= min_fields:
+                yield ln, fields
+            elif line.strip():
+                raise TemacliError(f"{path}: line {ln} {short}")
+
+
+def _int(text: str, path: Path, ln: int, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise TemacliError(f"{path}: line {ln}: {what} '{text}' is not an integer") from None
+
+
+def _read_list(path: Path) -> list[str]:
+    rows = [(_int(parts[2], path, ln, "index"), parts[1]) for ln, parts in _tab_rows(path, 3, "is not 'orig_id<TAB>asin<TAB>index'")]
     n = len(rows)
     base = min(i for i, _ in rows) if rows else 0
     ids = [""] * n
@@ -65,30 +76,21 @@ def _read_titles(path: Path, n: int) -> list[str]:
 
 def _read_sequences(path: Path, users_by_index: dict[int, str]) -> tuple[list[str], list[np.ndarray]]:
     users, seqs = [], []
-    with open(path) as f:
-        for ln, line in enumerate(f, 1):
-            fields = line.rstrip("\n").split("\t")
-            if len(fields) < 3:
-                if line.strip():
-                    raise TemacliError(f"{path}: line {ln} has no interactions")
+    for ln, fields in _tab_rows(path, 3, "has no interactions"):
+        items, times = [], []
+        for fld in fields[2:]:
+            if not fld:
                 continue
-            items, times = [], []
-            for fld in fields[2:]:
-                if not fld:
-                    continue
-                parts = fld.split("|")
-                try:
-                    items.append(int(parts[0]))
-                    times.append(int(parts[1]))
-                except (ValueError, IndexError):
-                    raise TemacliError(f"{path}: line {ln}: field '{fld}' is not 'item|unix_ts|datetime|'") from None
-            order = np.argsort(np.asarray(times), kind="stable")  # ties keep file order
-            seqs.append(np.asarray(items, dtype=np.int64)[order])
+            parts = fld.split("|")
             try:
-                u = int(fields[0])
-            except ValueError:
-                raise TemacliError(f"{path}: line {ln}: user '{fields[0]}' is not an integer") from None
-            users.append(users_by_index.get(u, f"user#{u}"))
+                items.append(int(parts[0]))
+                times.append(int(parts[1]))
+            except (ValueError, IndexError):
+                raise TemacliError(f"{path}: line {ln}: field '{fld}' is not 'item|unix_ts|datetime|'") from None
+        order = np.argsort(np.asarray(times), kind="stable")  # ties keep file order
+        seqs.append(np.asarray(items, dtype=np.int64)[order])
+        u = _int(fields[0], path, ln, "user")
+        users.append(users_by_index.get(u, f"user#{u}"))
     return users, seqs
 
 
@@ -105,14 +107,9 @@ def build(folder: Path, domains: tuple[str, str] | None, seed: int = 42, negativ
     n_x, n_y = len(ids_x), len(ids_y)
     users_by_index: dict[int, str] = {}
     if (folder / "userlist.txt").is_file():
-        with open(folder / "userlist.txt") as f:
-            for ln, line in enumerate(f, 1):
-                parts = line.rstrip("\n").split("\t")
-                if len(parts) >= 2:
-                    try:
-                        users_by_index[int(parts[1])] = parts[0]
-                    except ValueError:
-                        raise TemacliError(f"{folder / 'userlist.txt'}: line {ln}: index '{parts[1]}' is not an integer") from None
+        path = folder / "userlist.txt"
+        for ln, parts in _tab_rows(path, 2, "is not 'orig_user<TAB>index'"):
+            users_by_index[_int(parts[1], path, ln, "index")] = parts[0]
     missing = [fname for _, fname in SEQ_FILES if not (folder / fname).is_file()]
     if all(f in missing for f in ("validdata_new.txt", "testdata_new.txt")):
         raise TemacliError(f"{folder}: neither validdata_new.txt nor testdata_new.txt found; nothing to import")
