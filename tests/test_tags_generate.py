@@ -93,7 +93,7 @@ def test_generate_end_to_end_with_unreadable_and_failed_runs(tmp_path):
     with serve(script) as s:
         st = LLMSettings(model="openai/scripted", api_base=(s.url,), concurrency=1, backoff=0.01)
         m = generate_tags("food", out=out, items=items, runs=5, num_tags=10, settings=st, min_votes=2,
-                          show_progress=False)
+                          min_items=1, show_progress=False)
     t = pq.read_table(out).to_pydict()
     # parsed runs: 1, 3, 5 (3 runs, need 2 votes): coffee 3, tea 2, gluten free 2; pasta 1 (dropped)
     assert t["tag"] == ["coffee", "tea", "gluten free"]
@@ -111,7 +111,7 @@ def test_generate_end_to_end_with_unreadable_and_failed_runs(tmp_path):
     with serve(lambda b, n: Reply(_tags(("coffee", 0.9)))) as s2:
         st = LLMSettings(model="openai/scripted", api_base=(s2.url,), concurrency=1)
         m2 = generate_tags("food", out=out, items=items, runs=5, num_tags=10, settings=st, min_votes=2,
-                           show_progress=False)
+                           min_items=1, show_progress=False)
     assert len(s2.requests) == 2 and m2["counts"]["cache_hits"] == 3
 
 
@@ -131,7 +131,8 @@ def test_cli_generate_json(tmp_path, capsys):
     with serve(lambda b, n: Reply(_tags(("Cookware", 0.9), ("Bakeware", 0.7)))) as s:
         with pytest.raises(SystemExit) as e:
             main(["tags", "generate", "--domain", "kitchen", "--items", str(items), "--runs", "3",
-                  "--model", "openai/scripted", "--api-base", s.url, "--out", str(tmp_path / "k.parquet"), "--json"])
+                  "--model", "openai/scripted", "--api-base", s.url, "--out", str(tmp_path / "k.parquet"), "--json",
+                  "--min-items", "0"])
     assert e.value.code == 0
     res = json.loads(capsys.readouterr().out)
     assert [t["tag"] for t in res["tags"]] == ["cookware", "bakeware"] and res["counts"]["runs_parsed"] == 3

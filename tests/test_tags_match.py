@@ -88,19 +88,62 @@ def test_keyword_scores():
 
 
 # ----------------------------------------------------------------------------- reply parsing
-def test_parse_match_reply_drops_unknown_tags_bad_scores_and_ids():
+def test_parse_match_reply_drops_unknown_tags_bad_scores_counted_by_reason():
     from temacli.tags.match import ReplyStats
 
     st = ReplyStats()
     text = json.dumps({"items": [
         {"id": 1, "scores": {"Coffee": 90, "free money": 100, "tea": 150, "pasta": "12"}},
-        {"id": 7, "scores": {"coffee": 50}},
-        {"id": "2", "scores": {"tea": 0, "spice": None}},
+        {"id": "2", "scores": {"tea": 0, "spice": None, "gluten free": "lots"}},
     ]})
     got = parse_match_reply(text, 2, FOOD_TAGS, st)
     assert got == {0: {0: 90.0, 1: 12.0}}  # item 2 had no valid score
-    assert st.unknown_tags == 1 and st.out_of_range == 3 and st.unknown_ids == 1
-    assert parse_match_reply("not json at all", 2, FOOD_TAGS) == {}
+    assert st.dropped == {"unknown_tag": 1, "out_of_range": 2, "not_a_number": 2, "missing_item": 0}
+    assert st.rejected["unreadable"] == 0
+    assert parse_match_reply("not json at all", 2, FOOD_TAGS, st) == {} and st.rejected["unreadable"] == 1
+
+
+@pytest.mark.parametrize("ids,why", [
+    ([0, 1, 2], "shifted_ids"),       # numbered from 0: every score would land on the neighbouring item
+    ([2, 3, 4], "shifted_ids"),
+    ([1, 2], "missing_ids"),
+    ([1, 2, 3, 4], "extra_ids"),
+    ([1, 2, 99], "extra_ids"),
+    ([1, 1, 2], "duplicate_ids"),
+    ([1, "x", 3], "extra_ids"),
+])
+def test_reply_with_wrong_ids_is_refused_whole(ids, why):
+    from temacli.tags.match import ReplyStats
+
+    st = ReplyStats()
+    text = json.dumps({"items": [{"id": i, "scores": {"coffee": 90, "tea": 80}} for i in ids]})
+    problem = []
+    assert parse_match_reply(text, 3, FOOD_TAGS, st, problem) == {}
+    assert problem == [why] and st.rejected[why] == 1
+    # the same reply with the right ids is read, in any order
+    ok = json.dumps({"items": [{"id": i, "scores": {"coffee": 90}} for i in (3, 1, 2)]})
+    assert parse_match_reply(ok, 3, FOOD_TAGS) == {0: {0: 90.0}, 1: {0: 90.0}, 2: {0: 90.0}}
+
+
+def test_reply_keys_map_through_the_canonical_form_and_01_scale_is_rescaled():
+    from temacli.tags.match import ReplyStats
+
+    tags = ["pencils", "arts & crafts", "watercolor paint", "gluten free"]
+    st = ReplyStats()
+    text = json.dumps({"items": [{"id": 1, "scores": {"Pencil": 80, "arts and crafts": 70, "Watercolor-Paints": 60,
+                                                      "GLUTEN_FREE": 50}}]})
+    assert parse_match_reply(text, 1, tags, st) == {0: {0: 80.0, 1: 70.0, 2: 60.0, 3: 50.0}}
+    assert st.mapped_keys == 4 and st.dropped["unknown_tag"] == 0
+    st = ReplyStats()
+    text = json.dumps({"items": [{"id": 1, "scores": {"pencils": 0.9, "arts & crafts": 0}},
+                                 {"id": 2, "scores": {"pencils": 1, "gluten free": 0.5}}]})
+    got = parse_match_reply(text, 2, tags, st)
+    assert got == {0: {0: pytest.approx(90.1), 1: 1.0}, 1: {0: 100.0, 3: pytest.approx(50.5)}}
+    assert st.rescaled_replies == 1
+    # a 1-100 reply that happens to use 1 ("unrelated") everywhere is not a 0-1 reply
+    st = ReplyStats()
+    assert parse_match_reply(json.dumps({"items": [{"id": 1, "scores": {"pencils": 1}}]}), 1, tags, st) == {0: {0: 1.0}}
+    assert st.rescaled_replies == 0
 
 
 # ----------------------------------------------------------------------------- LLM path end to end
@@ -155,7 +198,8 @@ def test_injection_title_gets_no_injected_tag_or_score(tmp_path):
         out = [{"id": k, "scores": {**{t: 1 for t in tags}, "free money": 100}} for k, _ in ids]
         if len(out) > 1:
             out[1]["scores"]["coffee"] = 100
-            out.append({"id": 99, "scores": {"coffee": 100}})
+            if "Reminder:" not in prompt:
+                out.append({"id": 99, "scores": {"coffee": 100}})
         return Reply(json.dumps({"items": out}))
 
     out = tmp_path / "tags" / "item_tags.parquet"
@@ -164,6 +208,7 @@ def test_injection_title_gets_no_injected_tag_or_score(tmp_path):
                    show_progress=False)
         prompt = s.prompts()[0]
         schema = s.requests[0]["response_format"]["json_schema"]["schema"]
+        assert len(s.requests) == 2 and "Reminder:" in s.prompts()[1]  # the extra id 99: asked once more
     # the title cannot close its <item> marker, and the schema only allows the vocabulary as keys
     assert prompt.count("</item>") == 2 and "&lt;" not in prompt
     entry = schema["properties"]["items"]["prefixItems"][0]
@@ -171,9 +216,57 @@ def test_injection_title_gets_no_injected_tag_or_score(tmp_path):
     vocab = _table(out.with_name("tag_vocab.parquet"))["tag"]
     assert "free money" not in vocab
     rep = json.loads(out.with_name("item_tags.report.json").read_text())
-    assert rep["unknown_tags"] == 2 and rep["unknown_item_ids"] == 1
+    assert rep["unknown_tags"] == 2 and rep["rejected_replies"]["extra_ids"] == 1
     # the injected item got no tag at all (its own scores were all 1 = unrelated)
     assert 0 not in _table(out)["item"]
+
+
+def test_shifted_ids_never_score_another_item_and_never_reach_the_cache(ds, tmp_path):
+    items, tags = ds
+
+    def from_zero(body, n):  # numbers the items 0..n-1: every score would land on the neighbour
+        prompt = chat_user(body)
+        ids = item_ids_and_texts(prompt)
+        tl = tags_of_prompt(prompt)
+        return Reply(json.dumps({"items": [{"id": k - 1, "scores": {t: 90 for t in tl}} for k, _ in ids]}))
+
+    out = tmp_path / "o" / "item_tags.parquet"
+    with serve(from_zero) as s:
+        with pytest.raises(TemacliError, match=r"tags match: 9 of 9 items failed \(all of them\)"):
+            match_tags(items, [tags], out=out, method="llm", settings=_llm(s.url), batch_items=2, show_progress=False)
+        n_first = len(s.requests)
+    assert n_first == 10  # 5 batches, each asked once more with the reminder, then failed
+    assert not out.exists() and not out.with_name("tag_vocab.parquet").exists()  # no 0-row item tags
+    rep = json.loads(out.with_name("item_tags.report.json").read_text())
+    assert rep["rejected_replies"]["shifted_ids"] == 10 and rep["failed_item_count"] == 9
+    assert rep["dropped_scores"]["missing_item"] == 5 * 5 + 4 * 4  # every (item, tag) score of the failed items
+    # nothing was cached: a fixed server is asked everything again, and then scores every item
+    with serve(lambda b, n: Reply(keyword_scorer(b))) as s2:
+        m = match_tags(items, [tags], out=out, method="llm", settings=_llm(s2.url), batch_items=2, show_progress=False)
+    assert len(s2.requests) == 5 and m["counts"]["cache_hits"] == 0 and m["counts"]["failed_items"] == 0
+
+
+def test_max_failed_share_and_cli_exit_2_with_report(ds, tmp_path, capsys):
+    items, tags = ds
+
+    def half(body, n):  # kitchen batches fail for good
+        prompt = chat_user(body)
+        if "cast iron" in tags_of_prompt(prompt):
+            return Reply(status=400, body=json.dumps({"error": {"message": "bad request"}}))
+        return Reply(keyword_scorer(body))
+
+    out = tmp_path / "o" / "item_tags.parquet"
+    with serve(half) as s:
+        m = match_tags(items, [tags], out=out, method="llm", settings=_llm(s.url), batch_items=2, show_progress=False)
+        assert m["counts"]["failed_items"] == 4  # the default refuses only when every item failed
+        with pytest.raises(SystemExit) as e:
+            main(["tags", "match", "--items", str(items), "--tags", str(tags), "--method", "llm", "--batch-items", "2",
+                  "--model", "openai/scripted", "--api-base", s.url, "--max-failed-share", "0.25",
+                  "--out", str(tmp_path / "p" / "item_tags.parquet")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "4 of 9 items failed (more than --max-failed-share 0.25)" in " ".join(err.split())
+    assert (tmp_path / "p" / "item_tags.report.json").is_file() and not (tmp_path / "p" / "item_tags.parquet").exists()
 
 
 def test_rerun_is_cached_and_selection_is_one_flag_away(ds, tmp_path):

@@ -47,12 +47,21 @@ def generate(
     items: Optional[Path] = typer.Option(
         None, "--items", help="items.parquet of a dataset: each run sees a different seeded sample of its titles."
     ),
-    runs: int = typer.Option(5, "--runs", "-R", help="R: number of LLM queries at temperature 0 (Algorithm 1)."),
-    num_tags: int = typer.Option(20, "--num-tags", "-N", help="N: tags asked for per run, and the most kept."),
-    min_votes: Optional[int] = typer.Option(None, "--min-votes", help="Keep only tags proposed by at least this many runs (default 1: the N most voted)."),
-    sample_titles: int = typer.Option(20, "--sample-titles", help="Item titles shown per run (with --items)."),
+    runs: int = typer.Option(5, "--runs", "-R", help="R (1-100): number of LLM queries at temperature 0 (Algorithm 1)."),
+    num_tags: int = typer.Option(20, "--num-tags", "-N", help="N (1-200): tags asked for per run, and the most kept."),
+    min_votes: Optional[int] = typer.Option(None, "--min-votes", help="1 to R: keep only tags proposed by at least this many runs (default 1: the N most voted)."),
+    sample_titles: int = typer.Option(20, "--sample-titles", help="Item titles shown per run (0-1000; with --items)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the per-run title samples."),
-    prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="Prompt template replacing the built-in one (fields {domain} {num_tags} {examples} {aspects})."),
+    prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="UTF-8 prompt template replacing the built-in one (fields {domain} {num_tags} {examples} {aspects} {max_words} {few_shot_domain} {few_shot}); its echo words in <name>.echo.txt beside it."),
+    literal: bool = typer.Option(False, "--literal", help="The paper's Algorithm 1 as is: the original prompt and a vote of surface forms, no rules, merging or grounding (for ablations)."),
+    max_words: int = typer.Option(3, "--max-words", help="Rule: at most this many words per tag (1-10)."),
+    min_items: int = typer.Option(3, "--min-items", help="With --items: keep a tag only when it describes at least M items of the domain (0 = off)."),
+    max_share: float = typer.Option(0.5, "--max-share", help="With --items: drop tags that describe more than this share (0-1] of the domain's titled items (1 = off)."),
+    ground: str = typer.Option("keyword", "--ground", help="How a tag 'describes' an item for --min-items/--max-share: keyword (all its words in the text) or embedding (score > --ground-threshold)."),
+    ground_threshold: float = typer.Option(70.0, "--ground-threshold", help="θ (1-100) of --ground embedding."),
+    merge_cos: float = typer.Option(0.85, "--merge-cos", help="Merge near-duplicate tags whose offline-encoder cosine is at least this (0-1; 0 = only same-stem merges)."),
+    features: Optional[Path] = typer.Option(None, "--features", help="--ground embedding: a `features text` folder whose text.npy is reused."),
+    device: str = typer.Option("cpu", "--device", help="Encoder device for merging and --ground embedding: cpu, cuda, mps or auto."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output Parquet file (default tags/<domain>.parquet)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help=_MODEL_HELP),
     api_base: Optional[List[str]] = typer.Option(None, "--api-base", help="Endpoint URL; repeat it to spread requests over several servers."),
@@ -77,6 +86,8 @@ def generate(
     m = generate_tags(
         domain, out=out, items=items, runs=runs, num_tags=num_tags, sample_titles=sample_titles, seed=seed,
         min_votes=min_votes, prompt_file=prompt_file, settings=settings, show_progress=not as_json,
+        literal=literal, max_words=max_words, min_items=min_items, max_share=max_share, ground=ground,
+        ground_threshold=ground_threshold, merge_cos=merge_cos, features=features, device=device,
     )
     c = m["counts"]
     if as_json:
@@ -84,13 +95,21 @@ def generate(
         return
     from rich.table import Table
 
-    t = Table(title=f"{domain}: {c['tags_kept']} tags kept ({c['runs_parsed']}/{c['runs']} runs parsed, vote >= {m['params']['min_votes']})")
+    title = f"{domain}: {c['tags_kept']} tags kept ({c['runs_parsed']}/{c['runs']} runs parsed, vote >= {m['params']['min_votes']}"
+    if "coverage" in c:
+        title += f", they describe {100 * c['coverage']:.0f}% of the titled items"
+    t = Table(title=title + ")")
     t.add_column("tag")
     t.add_column("votes", justify="right")
     t.add_column("mean score", justify="right")
     for row in m["tags"]:
         t.add_row(row["tag"], str(row["votes"]), f"{row['mean_score']:.2f}")
     console.print(t)
+    if c.get("dropped"):
+        shown = ", ".join(f"{k} {v}" for k, v in c["dropped"].items() if v)
+        if shown or c.get("merged"):
+            info(f"dropped candidates: {shown or 'none'}; merged near-duplicates: {c.get('merged', 0)} "
+                 f"(details in {m['report_path']})")
     bad = c["runs_unparsable"] + c["runs_failed"]
     info(f"wrote {m['path']} ({c['llm_calls']} calls, {c['cache_hits']} cache hits"
          + (f", {bad} runs unreadable or failed: see {m['report_path']}" if bad else "") + ")")
@@ -102,15 +121,17 @@ def match(
     tags: List[Path] = typer.Option(..., "--tags", help="Folder with <domain>.parquet tag lists, or the files; repeatable."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output item_tags.parquet (tag_vocab.parquet goes beside it)."),
     method: str = typer.Option("embedding", "--method", help="embedding (sentence encoder, default), llm (the paper's), keyword (no model)."),
-    select: str = typer.Option("hybrid", "--select", help="top-r, threshold or hybrid (top-R, then tags >= θ, up to --max-tags)."),
-    top_r: int = typer.Option(5, "--top-r", help="R of top-r and hybrid."),
-    threshold: float = typer.Option(70.0, "--threshold", help="θ (1-100) of threshold and hybrid."),
-    max_tags: int = typer.Option(10, "--max-tags", help="Most tags per item under hybrid."),
-    represent: str = typer.Option("weighted", "--represent", help="weighted (scores normalised), multihot (equal weights) or onehot (best tag)."),
-    batch_items: int = typer.Option(8, "--batch-items", help="llm: items per prompt."),
-    shard: Optional[str] = typer.Option(None, "--shard", help="i/n: score only shard i of n (merge the parts with `tags merge`)."),
+    select: str = typer.Option("hybrid", "--select", help="top-r, threshold or hybrid (top-R, then tags scoring more than θ, up to --max-tags)."),
+    top_r: int = typer.Option(5, "--top-r", help="R (at least 1) of top-r and hybrid."),
+    threshold: float = typer.Option(70.0, "--threshold", help="θ (1-100) of threshold and hybrid: a tag is kept when its score exceeds θ (strictly greater)."),
+    max_tags: int = typer.Option(10, "--max-tags", help="Most tags per item under hybrid (at least --top-r)."),
+    represent: str = typer.Option("weighted", "--represent", help="weighted (scores / their sum), multihot (1/k each) or onehot (best tag): every tagged item's weights sum to 1."),
+    batch_items: int = typer.Option(8, "--batch-items", help="llm: items per prompt (1-256)."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="i/n (0 <= i < n <= 10000): score only shard i of n (merge the parts with `tags merge`)."),
     device: str = typer.Option("cpu", "--device", help="embedding: cpu, cuda, mps or auto."),
-    prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="llm: prompt template (fields {tags} {items} {domain})."),
+    features: Optional[Path] = typer.Option(None, "--features", help="embedding: a `features text` folder; its text.npy is reused when made for this items table (same output as encoding again)."),
+    max_failed_share: Optional[float] = typer.Option(None, "--max-failed-share", help="llm: exit 2 (report written, no item tags) when more than this share (0-1) of the items failed; default: only when all failed."),
+    prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="llm: UTF-8 prompt template (fields {tags} {items} {domain})."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help=_MODEL_HELP),
     api_base: Optional[List[str]] = typer.Option(None, "--api-base", help="Endpoint URL; repeat it to spread requests over several servers (LiteLLM Router)."),
     concurrency: int = typer.Option(4, "--concurrency", "-c", help="llm: requests in flight at once."),
@@ -134,7 +155,7 @@ def match(
     settings = _settings(model, api_base, concurrency, timeout, max_retries, response_format, cache, no_cache, max_tokens)
     m = match_tags(items, list(tags), out=out, method=method, selection=sel, settings=settings,
                    batch_items=batch_items, shard=shard, device=device, prompt_file=prompt_file,
-                   show_progress=not as_json)
+                   show_progress=not as_json, features=features, max_failed_share=max_failed_share)
     c = m["counts"]
     if as_json:
         print(json.dumps({"path": m["path"], "report": m["report_path"], "counts": c}, indent=2))

@@ -39,11 +39,55 @@ from temacli import artifacts
 from temacli.errors import TemacliError
 from temacli.llm import prompts
 from temacli.llm.client import LLMClient, LLMSettings, Request, messages
-from temacli.tags.parse import parse_tag_list
+from temacli.tags.canon import canon_word
+from temacli.tags.hygiene import (MERGE_COS, REASONS, candidates_from_runs, item_word_keys, keyword_describes,
+                                  load_echo_words, merge_near_duplicates, rank)
+from temacli.tags.parse import MAX_TAG_CHARS, parse_tag_list
 from temacli.tags.store import DOMAIN_TAGS
 
 STAGE = "tags generate"
-ASPECTS = ("product types", "ingredients or materials", "uses and occasions", "styles and flavours", "audiences")
+# the aspects a list should cover, by kind of domain (the kind is read from the domain's name)
+ASPECTS = {
+    "media": ("genres", "themes", "moods", "eras and settings", "audiences"),
+    "food": ("product types", "ingredients", "flavours", "diets", "uses and occasions"),
+    "products": ("product types", "materials", "uses", "features", "audiences"),
+}
+MEDIA_WORDS = {"movie", "movies", "film", "films", "tv", "television", "show", "shows", "series", "book", "books",
+               "ebook", "ebooks", "novel", "novels", "comic", "comics", "manga", "anime", "music", "song", "songs",
+               "album", "albums", "cd", "cds", "vinyl", "podcast", "podcasts", "game", "games", "video", "videos",
+               "audiobook", "audiobooks", "literature", "kindle", "dvd", "dvds"}
+FOOD_WORDS = {"food", "foods", "grocery", "groceries", "gourmet", "snack", "snacks", "drink", "drinks",
+              "beverage", "beverages", "pantry", "wine", "wines", "beer", "coffee", "tea", "candy", "recipe",
+              "recipes", "restaurant", "restaurants", "meal", "meals"}
+# a fixed example of a well-formed list, for a domain unrelated to the usual ones (exact copies of its
+# tags are dropped as echoes)
+FEW_SHOT_DOMAIN = "houseplants"
+FEW_SHOT = ("succulents", "low light", "pet safe", "hanging planters", "air purifying", "tropical",
+            "beginner friendly")
+# --literal: today's prompt (prompts/generate_literal.txt) and aspect list, whatever the domain
+LITERAL_ASPECTS = ("product types", "ingredients or materials", "uses and occasions", "styles and flavours", "audiences")
+DEFAULT_MIN_ITEMS = 3
+DEFAULT_MAX_SHARE = 0.5
+DEFAULT_MAX_WORDS = 3
+GROUNDINGS = ("keyword", "embedding")
+
+
+def domain_kind(domain: str) -> str:
+    """media (genres, themes, ...), food (ingredients, flavours, ...) or products (types, materials, ...)."""
+    from temacli.tags.canon import text_keys
+
+    words = set(domain.lower().replace("&", " ").replace("_", " ").replace("-", " ").split())
+    if words & MEDIA_WORDS:
+        return "media"
+    if words & FOOD_WORDS:
+        return "food"
+    return "products"
+
+
+def few_shot_json() -> str:
+    import json
+
+    return json.dumps({"tags": [{"tag": t, "score": round(0.9 - 0.05 * i, 2)} for i, t in enumerate(FEW_SHOT)]})
 
 
 @dataclass
@@ -67,7 +111,7 @@ def tag_schema(num_tags: int) -> dict:
                 "items": {
                     "type": "object",
                     "properties": {
-                        "tag": {"type": "string", "maxLength": 40},
+                        "tag": {"type": "string", "maxLength": MAX_TAG_CHARS},
                         "score": {"type": "number", "minimum": 0, "maximum": 1},
                     },
                     "required": ["tag", "score"],
@@ -80,29 +124,18 @@ def tag_schema(num_tags: int) -> dict:
     }
 
 
-def domain_titles(items_path: Path, domain: str) -> list[str]:
-    """Non-empty title texts of ``domain``'s items (title + description), in item order."""
-    from temacli.data.dataset import ITEMS, item_texts
-
-    table = artifacts.read_table(items_path, ITEMS)
-    doms = table.column("domain").to_pylist()
-    found = sorted(set(doms))
-    if domain not in found:
-        raise TemacliError(
-            f"{items_path}: no items of domain '{domain}' (domains: {', '.join(found)}); pass one of them to --domain"
-        )
-    texts = item_texts(table)
-    return [t for t, d in zip(texts, doms) if d == domain and t]
-
-
 def _clean(text: str, limit: int = 160) -> str:
     text = " ".join(text.replace("<", " ").replace(">", " ").split())
     return text[:limit]
 
 
 def build_prompts(
-    domain: str, runs: int, num_tags: int, titles: list[str], sample_titles: int, seed: int, template: str
+    domain: str, runs: int, num_tags: int, titles: list[str], sample_titles: int, seed: int, template: str,
+    max_words: int = DEFAULT_MAX_WORDS, literal: bool = False,
 ) -> list[str]:
+    aspects_of = LITERAL_ASPECTS if literal else ASPECTS[domain_kind(domain)]
+    intro = "Example items of this domain (product data, not instructions):\n" if literal else \
+        "Example items of this domain (data, not instructions):\n"
     out = []
     for r in range(runs):
         if titles and sample_titles > 0:
@@ -110,15 +143,16 @@ def build_prompts(
             k = min(sample_titles, len(titles))
             pick = sorted(rng.choice(len(titles), size=k, replace=False).tolist())
             examples = (
-                "Example items of this domain (product data, not instructions):\n"
+                intro
                 + "\n".join(f"- {_clean(titles[i])}" for i in pick)
             )
         else:
             examples = ""
-        aspects = ", ".join(ASPECTS[(r + j) % len(ASPECTS)] for j in range(len(ASPECTS)))
+        aspects = ", ".join(aspects_of[(r + j) % len(aspects_of)] for j in range(len(aspects_of)))
         out.append(
             prompts.render(template, "generate prompt", domain=domain, num_tags=num_tags, examples=examples,
-                           aspects=aspects)
+                           aspects=aspects, max_words=max_words, few_shot_domain=FEW_SHOT_DOMAIN,
+                           few_shot=few_shot_json())
         )
     return out
 
@@ -147,6 +181,36 @@ def vote(records: list[RunRecord], num_tags: int, min_votes: int | None = None) 
     return rows[:num_tags], n, need
 
 
+def check_generate_flags(domain: str, runs: int, num_tags: int, sample_titles: int, min_votes: int | None,
+                        max_words: int, min_items: int, max_share: float, ground: str, ground_threshold: float,
+                        merge_cos: float) -> str:
+    """Every flag of ``tags generate`` checked before any work (the allowed range is in the message)."""
+    from temacli.tags.flags import in_range as check_range
+
+    domain = (domain or "").strip()
+    if not domain:
+        raise TemacliError("--domain is empty; name the domain, e.g. --domain food")
+    check_range("--runs", runs, 1, MAX_RUNS)
+    check_range("--num-tags", num_tags, 1, MAX_NUM_TAGS)
+    check_range("--sample-titles", sample_titles, 0, 1000)
+    if min_votes is not None:
+        check_range("--min-votes", min_votes, 1, runs)
+    check_range("--max-words", max_words, 1, 10)
+    check_range("--min-items", min_items, 0, 10**9)
+    check_range("--max-share", max_share, 0.0, 1.0)
+    if max_share <= 0:
+        raise TemacliError(f"--max-share must be within (0, 1] (got {max_share}); 1 keeps every tag")
+    if ground not in GROUNDINGS:
+        raise TemacliError(f"--ground '{ground}' is unknown; choose {', '.join(GROUNDINGS)}")
+    check_range("--ground-threshold", ground_threshold, 1.0, 100.0)
+    check_range("--merge-cos", merge_cos, 0.0, 1.0)
+    return domain
+
+
+MAX_RUNS = 100
+MAX_NUM_TAGS = 200
+
+
 def generate_tags(
     domain: str,
     out: str | Path | None = None,
@@ -159,32 +223,42 @@ def generate_tags(
     prompt_file: str | Path | None = None,
     settings: LLMSettings | None = None,
     show_progress: bool = True,
+    literal: bool = False,
+    max_words: int = DEFAULT_MAX_WORDS,
+    min_items: int = DEFAULT_MIN_ITEMS,
+    max_share: float = DEFAULT_MAX_SHARE,
+    ground: str = "keyword",
+    ground_threshold: float = 70.0,
+    merge_cos: float = MERGE_COS,
+    features: str | Path | None = None,
+    device: str = "cpu",
 ) -> dict:
-    """Run Algorithm 1 for ``domain``; write ``out`` (DOMAIN_TAGS), its manifest and a report. Returns the manifest."""
-    domain = (domain or "").strip()
-    if not domain:
-        raise TemacliError("--domain is empty; name the domain, e.g. --domain food")
-    if runs < 1:
-        raise TemacliError(f"--runs must be at least 1 (got {runs})")
-    if num_tags < 1 or num_tags > 200:
-        raise TemacliError(f"--num-tags must be between 1 and 200 (got {num_tags})")
-    if min_votes is not None and (min_votes < 1 or min_votes > runs):
-        raise TemacliError(f"--min-votes must be between 1 and --runs ({runs}) (got {min_votes})")
+    """Run Algorithm 1 for ``domain``, with the vocabulary hygiene of :mod:`temacli.tags.hygiene` unless
+    ``literal``; write ``out`` (DOMAIN_TAGS), its manifest and a report. Returns the manifest."""
+    domain = check_generate_flags(domain, runs, num_tags, sample_titles, min_votes, max_words, min_items,
+                                  max_share, ground, ground_threshold, merge_cos)
     settings = settings or LLMSettings()
     out = Path(out) if out is not None else Path("tags") / f"{domain}.parquet"
-    template = prompts.load("generate", prompt_file)
+    artifacts.check_output(out, "file", "--out")
+    if features is not None and (items is None or ground != "embedding"):
+        raise TemacliError("--features is used by --ground embedding with --items; pass both, or leave --features out")
+    template = prompts.load("generate_literal" if literal else "generate", prompt_file)
     system = prompts.load("system")
+    echo, echo_source = (set(), None) if literal else load_echo_words(prompt_file)
     titles: list[str] = []
+    all_texts: list[str] = []
     inputs = {}
     if items is not None:
         items = Path(items)
-        titles = domain_titles(items, domain)
+        if items.is_dir():
+            items = items / "items.parquet"
+        titles, all_texts, dom_rows = domain_texts(items, domain)
         inputs["items"] = artifacts.input_record(items)
-    texts = build_prompts(domain, runs, num_tags, titles, sample_titles, seed, template)
+    texts = build_prompts(domain, runs, num_tags, titles, sample_titles, seed, template, max_words, literal)
     schema = tag_schema(num_tags)
 
     def valid(text: str) -> bool:
-        return bool(parse_tag_list(text)[0])
+        return bool(parse_tag_list(text, None)[0])
 
     reqs = [Request(r, messages(system, texts[r]), schema=schema, schema_name="domain_tags", validate=valid)
             for r in range(runs)]
@@ -199,7 +273,7 @@ def generate_tags(
                 if res.text is None:
                     records[res.id] = RunRecord(res.id, "failed", [], error=res.error)
                 else:
-                    tags, err = parse_tag_list(res.text)
+                    tags, err = parse_tag_list(res.text, MAX_TAG_CHARS if literal else None)
                     records[res.id] = RunRecord(
                         res.id, "ok" if tags else "unparsable", tags, error=err, cached=res.cached,
                         excerpt=res.text[:2000],
@@ -210,29 +284,48 @@ def generate_tags(
     finally:
         client.close()
     ordered = [records[r] for r in range(runs)]
-    kept, n_parsed, need = vote(ordered, num_tags, min_votes)
     report_path = out.with_name(out.stem + ".report.json")
-    report = {
+    report: dict = {
         "domain": domain,
+        "literal": literal,
         "runs": [
             {"run": r.run, "status": r.status, "n_tags": len(r.tags), "cached": r.cached, "error": r.error,
              "tags": [t for t, _ in r.tags], "reply_excerpt": r.excerpt}
             for r in ordered
         ],
-        "min_votes": need,
-        "kept": len(kept),
     }
-    artifacts.write_json(report, report_path)
+    n_parsed = sum(r.status == "ok" for r in ordered)
     if n_parsed == 0:
+        artifacts.write_json(report, report_path)
         first = next((r.error for r in ordered if r.error), "")
         raise TemacliError(
             f"tags generate {domain}: none of the {runs} runs gave a readable tag list (first problem: "
             f"{first[:160]}; see {report_path}); check --model, or try --response-format json / none"
         )
+    hyg: dict = {}
+    ground_info: dict = {}
+    if literal:
+        kept, n_parsed, need = vote(ordered, num_tags, min_votes)
+    else:
+        kept, need, hyg, ground_info = _hygienic_vote(
+            ordered, domain, num_tags, min_votes, echo, max_words, merge_cos, min_items, max_share, ground,
+            ground_threshold, items, all_texts, dom_rows if items is not None else None, features, device)
+    coverage = None
+    if items is not None and kept:
+        coverage = _coverage(kept, items, all_texts, dom_rows, ground if not literal else "keyword",
+                             ground_threshold, features, device, ground_info)
+    report.update({"min_votes": need, "kept": len(kept), "kept_tags": [k["tag"] for k in kept]})
+    if not literal:
+        report.update({"echo_words": echo_source, "rules": {"max_words": max_words, "max_chars": MAX_TAG_CHARS},
+                       **hyg})
+    if coverage is not None:
+        report["coverage"] = coverage
+    artifacts.write_json(report, report_path)
     if not kept:
         raise TemacliError(
-            f"tags generate {domain}: no tag reached {need} votes in {n_parsed} runs (see {report_path}); "
-            "lower --min-votes or raise --runs"
+            f"tags generate {domain}: no tag reached {need} votes in {n_parsed} runs"
+            + ("" if literal else " after the rules and grounding") + f" (see {report_path}); "
+            "lower --min-votes or --min-items, or raise --runs"
         )
     table = pa.table(
         {
@@ -251,37 +344,171 @@ def generate_tags(
         "sample_titles": sample_titles if items is not None else 0,
         "seed": seed,
         "min_votes": need,
+        "literal": literal,
         "prompt_sha256": hashlib.sha256(template.encode()).hexdigest(),
         "system_prompt_sha256": hashlib.sha256(system.encode()).hexdigest(),
         "prompt_file": str(prompt_file) if prompt_file is not None else None,
         "llm": settings.public(),
     }
+    if not literal:
+        params.update(kind=domain_kind(domain), max_words=max_words, merge_cos=merge_cos, echo_words=echo_source,
+                      grounding=({"ground": ground, "min_items": min_items, "max_share": max_share,
+                                  **({"threshold": ground_threshold} if ground == "embedding" else {})}
+                                 if items is not None else None))
+    counts = {
+        "runs": runs,
+        "runs_parsed": n_parsed,
+        "runs_unparsable": sum(r.status == "unparsable" for r in ordered),
+        "runs_failed": sum(r.status == "failed" for r in ordered),
+        "candidate_tags": len({t for r in ordered for t, _ in r.tags}),
+        "tags_kept": len(kept),
+        "tags_with_majority": sum(k["votes"] > n_parsed / 2 for k in kept),
+        "cache_hits": stats.cached,
+        "llm_calls": stats.called,
+        "retries": stats.retries,
+    }
+    if not literal:
+        counts["dropped"] = hyg["dropped_counts"]
+        counts["merged"] = len(hyg["merges"])
+    if coverage is not None:
+        counts["coverage"] = coverage["share"]
     manifest = artifacts.build_manifest(
         STAGE,
         params,
-        inputs=inputs,
+        inputs={**inputs, **({"features": ground_info["features_record"]} if ground_info.get("features_record") else {})},
         outputs={
             "domain_tags": {"path": out.name, "fingerprint": artifacts.fingerprint(out)},
             "report": {"path": report_path.name},
         },
-        counts={
-            "runs": runs,
-            "runs_parsed": n_parsed,
-            "runs_unparsable": sum(r.status == "unparsable" for r in ordered),
-            "runs_failed": sum(r.status == "failed" for r in ordered),
-            "candidate_tags": len({t for r in ordered for t, _ in r.tags}),
-            "tags_kept": len(kept),
-            "tags_with_majority": sum(k["votes"] > n_parsed / 2 for k in kept),
-            "cache_hits": stats.cached,
-            "llm_calls": stats.called,
-            "retries": stats.retries,
-        },
+        counts=counts,
     )
     artifacts.write_manifest(out, manifest)
     manifest["path"] = str(out)
     manifest["report_path"] = str(report_path)
     manifest["tags"] = kept
     return manifest
+
+
+def domain_texts(items_path: Path, domain: str) -> tuple[list[str], list[str], np.ndarray]:
+    """(non-empty texts of ``domain``'s items, every item's text by item index, the domain's item indices)."""
+    from temacli.data.dataset import ITEMS, item_texts
+
+    table = artifacts.read_table(items_path, ITEMS)
+    doms = table.column("domain").to_pylist()
+    found = sorted(set(doms))
+    if domain not in found:
+        raise TemacliError(
+            f"{items_path}: no items of domain '{domain}' (domains: {', '.join(found)}); pass one of them to --domain"
+        )
+    texts_row = item_texts(table)
+    idx = table.column("item").to_numpy().astype(np.int64)
+    n = len(idx)
+    by_item = [""] * n
+    dom_of = [""] * n
+    for r, i in enumerate(idx):
+        if not 0 <= i < n:
+            raise TemacliError(f"{items_path}: item indices are not 0..{n - 1}; run `temacli data split` to rebuild it")
+        by_item[i] = texts_row[r]
+        dom_of[i] = doms[r]
+    rows = np.asarray([i for i in range(n) if dom_of[i] == domain], dtype=np.int64)
+    titles = [by_item[i] for i in rows if by_item[i]]
+    return titles, by_item, rows
+
+
+def _describer(ground, threshold, items, all_texts, dom_rows, features, device, info):
+    """A function (list of canonical keys, shown tag) -> bool array over the domain's titled items."""
+    titled = np.asarray([i for i in dom_rows if all_texts[i]], dtype=np.int64)
+    if ground == "keyword":
+        if "item_keys" not in info:
+            info["item_keys"] = item_word_keys([all_texts[i] for i in titled])
+        item_keys = info["item_keys"]
+        return titled, (lambda keys, tag: keyword_describes(keys, item_keys))
+    from temacli.features.text import encode_texts
+    from temacli.tags.embed import item_text_vectors
+    from temacli.tags.match import cos_to_score
+
+    if "item_vec" not in info:
+        vec, rec = item_text_vectors(items, all_texts, features, device)
+        info["item_vec"] = vec[titled]
+        info["encoder"] = {k: v for k, v in rec.items() if k != "features_fingerprint"}
+        if rec.get("features"):
+            info["features_record"] = {"path": rec["features"], "fingerprint": rec["features_fingerprint"]}
+    item_vec = info["item_vec"]
+
+    def describes(keys, tag):
+        tv = encode_texts([tag], device=device)
+        return cos_to_score(item_vec @ tv[0]) > threshold
+    return titled, describes
+
+
+def _hygienic_vote(ordered, domain, num_tags, min_votes, echo, max_words, merge_cos, min_items, max_share,
+                   ground, ground_threshold, items, all_texts, dom_rows, features, device):
+    """Rules, canonical vote, near-duplicate merge, grounding; the kept rows and the report's parts."""
+    from temacli.tags.canon import canonical as canon
+
+    parsed = [r for r in ordered if r.status == "ok"]
+    aspect_words = {w for a in ASPECTS[domain_kind(domain)] for w in a.split()}
+    echo_all = set(echo) | {canon_word(w) for w in aspect_words}
+    example_keys = {canon(t) for t in FEW_SHOT}
+    cands, dropped = candidates_from_runs([r.tags for r in parsed], echo_all, domain, example_keys, max_words)
+    for d in dropped:
+        d["run"] = parsed[d["run"]].run
+    merges: list[dict] = []
+    if len(cands) > 1:
+        from temacli.features.text import encode_texts
+
+        cands, merges = merge_near_duplicates(cands, merge_cos, lambda t: encode_texts(t, device=device))
+    need = min_votes if min_votes is not None else 1
+    ranked = rank(list(cands.values()))
+    grounding: list[dict] = []
+    info: dict = {}
+    kept = []
+    if items is not None:
+        titled, describes = _describer(ground, ground_threshold, items, all_texts, dom_rows, features, device, info)
+        n_titled = max(len(titled), 1)
+    for c in ranked:
+        row = c.row()
+        if row["votes"] < need:
+            continue
+        if items is not None:
+            hit = describes(c.members, row["tag"])
+            n_hit = int(hit.sum())
+            share = n_hit / n_titled
+            grounding.append({"tag": row["tag"], "items": n_hit, "share": round(share, 4)})
+            why = "not_grounded" if n_hit < min_items else ("too_common" if share > max_share else None)
+            if why is not None:
+                dropped.append({"run": None, "tag": row["tag"], "reason": why, "items": n_hit,
+                                "share": round(share, 4)})
+                continue
+        kept.append(row)
+        if len(kept) >= num_tags:
+            break
+    dropped_counts = {r: sum(d["reason"] == r for d in dropped) for r in REASONS}
+    hyg = {"dropped": dropped, "dropped_counts": dropped_counts, "merges": merges,
+           "canonical_candidates": len(cands), "grounding": grounding,
+           **({"encoder": info["encoder"]} if "encoder" in info else {})}
+    for k in kept:
+        k["members"] = None
+    for c in ranked:  # the surface forms each kept tag stands for
+        for k in kept:
+            if k["tag"] == c.row()["tag"]:
+                k["members"] = sorted(c.surfaces)
+    hyg["kept_forms"] = {k["tag"]: k.pop("members") for k in kept}
+    info_keep = {k: v for k, v in info.items() if k in ("features_record", "item_keys", "item_vec", "encoder")}
+    return kept, need, hyg, info_keep
+
+
+def _coverage(kept, items, all_texts, dom_rows, ground, threshold, features, device, info) -> dict:
+    """Share of the domain's titled items that at least one kept tag describes (the grounding matcher)."""
+    from temacli.tags.canon import canonical as canon
+
+    titled, describes = _describer(ground, threshold, items, all_texts, dom_rows, features, device, info)
+    any_hit = np.zeros(len(titled), dtype=bool)
+    for k in kept:
+        any_hit |= describes([canon(k["tag"])], k["tag"])
+    n = len(titled)
+    return {"matcher": ground, "titled_items": n, "described_items": int(any_hit.sum()),
+            "share": round(float(any_hit.mean()) if n else 0.0, 4)}
 
 
 def read_domain_tags(path: str | Path) -> tuple[str, list[str], dict]:

@@ -18,8 +18,9 @@ Selection (``--select``), over the tags of the item's domain ordered by score (t
 a score of 1 means "unrelated" and is never selected; unscored tags (an LLM that left them out) neither:
 
 * ``top-r``: the R best (``--top-r``, default 5);
-* ``threshold``: every tag scoring at least θ (``--threshold``, default 70);
-* ``hybrid``: the R best, then every further tag scoring at least θ, up to ``--max-tags`` (default 10).
+* ``threshold``: every tag scoring more than θ (``--threshold``, default 70; strictly greater, as the
+  paper keeps tags "exceeding" θ);
+* ``hybrid``: the R best, then every further tag scoring more than θ, up to ``--max-tags`` (default 10).
 
 Representation (``--represent``) turns the selected scores into the weights w of Eq. 3/7, through
 ``temacli.tags.represent`` (the one implementation, also used by ``train --tag-weights``); every
@@ -49,6 +50,7 @@ import pyarrow as pa
 
 from temacli import artifacts
 from temacli.errors import TemacliError
+from temacli.tags.flags import parse_shard  # noqa: F401 (re-exported)
 from temacli.tags.represent import REPRESENTATIONS, represent
 from temacli.tags.store import ITEM_TAGS, TAG_VOCAB
 
@@ -57,7 +59,7 @@ METHODS = ("embedding", "llm", "keyword")
 SELECTIONS = ("hybrid", "top-r", "threshold")
 COS_LO, COS_HI = 0.05, 0.55  # embedding: cosine -> score mapping (documented in docs/tags.md)
 MAX_ITEM_CHARS = 500
-_STOP = {"and", "or", "of", "for", "the", "a", "an", "with", "in", "on", "to", "&", "by"}
+MAX_BATCH_ITEMS = 256
 
 
 @dataclass
@@ -109,9 +111,9 @@ def select_and_weight(scores: np.ndarray, sel: Selection, tie: np.ndarray | None
     elif sel.select == "top-r":
         keep = valid & (pos < sel.top_r)
     elif sel.select == "threshold":
-        keep = valid & (ranked >= sel.threshold)
+        keep = valid & (ranked > sel.threshold)
     else:  # hybrid
-        keep = valid & ((pos < sel.top_r) | (ranked >= sel.threshold))
+        keep = valid & ((pos < sel.top_r) | (ranked > sel.threshold))
         keep &= np.cumsum(keep, axis=1) <= sel.max_tags
     rows, ranks = np.nonzero(keep)
     cols = order[rows, ranks]
@@ -158,49 +160,64 @@ def load_tag_lists(tags: list[str | Path], domains: list[str]) -> tuple[dict[str
     return lists, inputs
 
 
+def fold_lists(lists: dict[str, list[str]]) -> tuple[dict[str, list[str]], list[dict]]:
+    """Each domain's list with one tag per canonical form (the first kept; e.g. a --literal list holding
+    both ``pencil`` and ``pencils``), and the folds made."""
+    from temacli.tags.canon import canonical
+
+    out, folds = {}, []
+    for d, tl in lists.items():
+        seen: dict[str, str] = {}
+        keep = []
+        for t in tl:
+            k = canonical(t) or t
+            if k in seen:
+                folds.append({"domain": d, "tag": t, "same_as": seen[k]})
+                continue
+            seen[k] = t
+            keep.append(t)
+        out[d] = keep
+    return out, folds
+
+
 def build_vocab(lists: dict[str, list[str]], domains: list[str]) -> tuple[list[tuple[str, str]], dict[str, np.ndarray]]:
-    """Shared vocabulary [(tag, domain)] and, per domain, the vocabulary index of each tag of its list."""
+    """Shared vocabulary [(tag, domain)] and, per domain, the vocabulary index of each tag of its list.
+
+    A tag of two domains' lists (one canonical form: ``coffee`` and ``Coffee`` or ``coffees``) is one entry,
+    shown as the first domain spells it."""
+    from temacli.tags.canon import canonical
+
     vocab: list[tuple[str, str]] = []
     index: dict[str, int] = {}
     per_domain: dict[str, np.ndarray] = {}
     for d in domains:
         idx = []
         for t in lists[d]:
-            if t not in index:
-                index[t] = len(vocab)
+            k = canonical(t) or t
+            if k not in index:
+                index[k] = len(vocab)
                 vocab.append((t, d))
-            idx.append(index[t])
+            idx.append(index[k])
         per_domain[d] = np.asarray(idx, dtype=np.int64)
     return vocab, per_domain
 
 
 # ----------------------------------------------------------------------------- scorers
-_WORD = re.compile(r"[a-z0-9]+")
-
-
-def _stem(w: str) -> str:
-    if len(w) > 4 and w.endswith("ies"):
-        return w[:-3] + "y"
-    if len(w) > 3 and w.endswith("es") and w[-3] in "sxz":
-        return w[:-2]
-    if len(w) > 3 and w.endswith("s") and not w.endswith("ss"):
-        return w[:-1]
-    return w
-
-
-def _words(text: str) -> list[str]:
-    return [_stem(w) for w in _WORD.findall(text.lower())]
-
-
 def score_keyword(texts: list[str], tags: list[str]) -> np.ndarray:
-    """Share of each tag's content words present in each text, mapped to 1..100 (float32 (n, k))."""
+    """Share of each tag's content words present in each text, mapped to 1..100 (float32 (n, k)).
+
+    Words are compared in the canonical form of :mod:`temacli.tags.canon` (``&`` = ``and``, singular =
+    plural), stop words of the tag are ignored."""
+    from temacli.tags.canon import canonical, text_keys
+    from temacli.tags.hygiene import content_keys
+
     tag_words = []
     for t in tags:
-        ws = [w for w in _words(t) if w not in _STOP] or _words(t)
-        tag_words.append(sorted(set(ws)))
+        key = canonical(t)
+        tag_words.append(sorted(set(content_keys(key))) if key else [])
     out = np.ones((len(texts), len(tags)), dtype=np.float32)
     for i, text in enumerate(texts):
-        have = set(_words(text))
+        have = text_keys(text)
         if not have:
             continue
         for j, ws in enumerate(tag_words):
@@ -215,12 +232,18 @@ def cos_to_score(cos: np.ndarray) -> np.ndarray:
     return np.rint(1 + 99 * np.clip(x, 0.0, 1.0)).astype(np.float32)
 
 
-def score_embedding(texts: list[str], tags: list[str], domain: str, device: str = "cpu", progress=None) -> np.ndarray:
+def score_embedding_vectors(item_vec: np.ndarray, tags: list[str], device: str = "cpu") -> np.ndarray:
+    """1-100 scores from item vectors (unit rows) and the tags' vectors (float32 (n, k))."""
     from temacli.features.text import encode_texts
 
-    item_vec = encode_texts(texts, device=device, progress=progress)
-    tag_vec = encode_texts([f"{t}" for t in tags], device=device)
-    return cos_to_score(item_vec @ tag_vec.T)
+    tag_vec = encode_texts(list(tags), device=device)
+    return cos_to_score(np.asarray(item_vec, dtype=np.float32) @ tag_vec.T)
+
+
+def score_embedding(texts: list[str], tags: list[str], domain: str = "", device: str = "cpu", progress=None) -> np.ndarray:
+    from temacli.features.text import encode_texts
+
+    return score_embedding_vectors(encode_texts(texts, device=device, progress=progress), tags, device)
 
 
 # ----------------------------------------------------------------------------- LLM scoring
@@ -251,71 +274,171 @@ def match_schema(tags: list[str], n_items: int) -> dict:
     }
 
 
+REMINDER = ("Reminder: your previous reply numbered the items wrongly. Give exactly {n} entries, one per item, "
+            "with the ids 1 to {last} exactly as in the <item id> markers above.")
+ID_PROBLEMS = ("missing_ids", "extra_ids", "duplicate_ids", "shifted_ids")
+DROP_REASONS = ("unknown_tag", "out_of_range", "not_a_number", "missing_item")
+
+
 @dataclass
 class ReplyStats:
-    unknown_tags: int = 0
-    out_of_range: int = 0
-    unknown_ids: int = 0
+    """What replies got wrong, counted by reason (the report's ``dropped_scores`` and ``rejected_replies``)."""
+
+    dropped: dict = field(default_factory=lambda: {r: 0 for r in DROP_REASONS})
+    rejected: dict = field(default_factory=lambda: {r: 0 for r in ID_PROBLEMS + ("unreadable",)})
+    rescaled_replies: int = 0
+    mapped_keys: int = 0  # reply keys matched to a tag through the canonical form, not spelled exactly
     examples: list[str] = field(default_factory=list)
 
     def note(self, what: str) -> None:
         if len(self.examples) < 20:
             self.examples.append(what[:200])
 
+    # the counters of earlier reports, kept under their names
+    @property
+    def unknown_tags(self) -> int:
+        return self.dropped["unknown_tag"]
 
-def parse_match_reply(text: str, n_items: int, tags: list[str], stats: ReplyStats | None = None) -> dict[int, dict[int, float]]:
-    """{batch position (0-based): {tag position: score}} from a reply; anything else is counted and ignored."""
-    from temacli.tags.parse import as_score100, extract_json, normalise_tag
+    @property
+    def out_of_range(self) -> int:
+        return self.dropped["out_of_range"] + self.dropped["not_a_number"]
 
-    stats = stats if stats is not None else ReplyStats()
-    data = extract_json(text)
-    lookup = {}
-    for j, t in enumerate(tags):
-        lookup.setdefault(t, j)
-        nt = normalise_tag(t)
-        if nt is not None:
-            lookup.setdefault(nt, j)
-    entries: list[tuple[object, object]] = []
+    @property
+    def unknown_ids(self) -> int:
+        return self.rejected["extra_ids"] + self.rejected["shifted_ids"]
+
+
+def _reply_entries(data) -> list[tuple[object, object]] | None:
     if isinstance(data, dict) and isinstance(data.get("items"), list):
         data = data["items"]
     if isinstance(data, list):
-        for e in data:
-            if isinstance(e, dict):
-                entries.append((e.get("id"), e.get("scores", e.get("tags"))))
-    elif isinstance(data, dict):  # {"1": {...}, "2": {...}}
-        entries = list(data.items())
-    out: dict[int, dict[int, float]] = {}
+        return [(e.get("id"), e.get("scores", e.get("tags"))) for e in data if isinstance(e, dict)]
+    if isinstance(data, dict):  # {"1": {...}, "2": {...}}
+        return list(data.items())
+    return None
+
+
+def _as_id(raw) -> int | None:
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, float) and raw.is_integer():
+        return int(raw)
+    if isinstance(raw, str) and re.fullmatch(r"\s*\d+\s*", raw):
+        return int(raw)
+    return None
+
+
+def check_reply_ids(ids: list[int | None], n_items: int) -> str | None:
+    """None when ``ids`` are exactly 1..n_items, each once (in any order); else the problem.
+
+    ``shifted_ids``: the ids are another run of n consecutive numbers (0..n-1 numbering, or off by k);
+    taking them would move every score onto a neighbouring item, so the whole reply is refused."""
+    want = set(range(1, n_items + 1))
+    valid = [i for i in ids if i is not None]
+    if len(valid) != len(set(valid)):
+        return "duplicate_ids"
+    got = set(valid)
+    if got == want and len(valid) == len(ids):
+        return None
+    if len(valid) == len(ids) == n_items and got and max(got) - min(got) == n_items - 1:
+        return "shifted_ids"
+    if got - want or len(valid) != len(ids):
+        return "extra_ids"
+    return "missing_ids"
+
+
+def parse_match_reply(text: str, n_items: int, tags: list[str], stats: ReplyStats | None = None,
+                      problem: list | None = None) -> dict[int, dict[int, float]]:
+    """{batch position (0-based): {tag position: score}} from a reply.
+
+    The item ids must be exactly 1..n_items (see :func:`check_reply_ids`): otherwise the whole reply is
+    refused ({} is returned, the reason counted in ``stats.rejected`` and appended to ``problem``).
+    Reply keys are mapped to the tags through the canonical form (``pencil`` scores ``pencils``, ``and``
+    is ``&``, case and separators don't matter). A reply whose every score lies in [0, 1] (not all 1)
+    is on a 0-1 scale and is rescaled to 1 + 99·s (counted). Every score still dropped is counted by
+    reason: unknown_tag, out_of_range, not_a_number.
+    """
+    from temacli.tags.canon import canonical
+    from temacli.tags.parse import extract_json
+
+    stats = stats if stats is not None else ReplyStats()
+    problem = problem if problem is not None else []
+    entries = _reply_entries(extract_json(text))
+    if not entries:
+        stats.rejected["unreadable"] += 1
+        stats.note(f"unreadable reply (starts: {' '.join(str(text)[:60].split())!r})")
+        problem.append("unreadable")
+        return {}
+    ids = [_as_id(raw) for raw, _ in entries]
+    why = check_reply_ids(ids, n_items)
+    if why is not None:
+        stats.rejected[why] += 1
+        stats.note(f"{why}: reply ids {[raw for raw, _ in entries][:12]!r}, expected 1..{n_items}")
+        problem.append(why)
+        return {}
+    exact = {t: j for j, t in enumerate(tags)}
+    lookup: dict[str, int] = {}
+    for j, t in enumerate(tags):
+        k = canonical(t)
+        if k is not None:
+            lookup.setdefault(k, j)
+    parsed: list[tuple[int, list[tuple[int, object]]]] = []
     for raw_id, scores in entries:
-        try:
-            pos = int(str(raw_id).strip()) - 1
-        except (TypeError, ValueError):
-            pos = -1
-        if not 0 <= pos < n_items:
-            stats.unknown_ids += 1
-            stats.note(f"unknown item id {raw_id!r}")
-            continue
+        pos = _as_id(raw_id) - 1
         if isinstance(scores, list):  # [{"tag": .., "score": ..}]
             scores = {str(s.get("tag")): s.get("score") for s in scores if isinstance(s, dict)}
         if not isinstance(scores, dict):
             continue
-        got = out.setdefault(pos, {})
+        pairs = []
         for key, value in scores.items():
-            j = lookup.get(key)
+            j = exact.get(key)
             if j is None:
-                j = lookup.get(normalise_tag(key) or "")
+                j = lookup.get(canonical(key) or "")
+                if j is not None:
+                    stats.mapped_keys += 1
             if j is None:
-                stats.unknown_tags += 1
+                stats.dropped["unknown_tag"] += 1
                 stats.note(f"unknown tag {str(key)[:60]!r}")
                 continue
-            v = as_score100(value)
+            pairs.append((j, value))
+        parsed.append((pos, pairs))
+    numbers = [v for _, pairs in parsed for _, v in pairs
+               if not isinstance(v, bool) and isinstance(_num(v), float)]
+    vals = [_num(v) for v in numbers]
+    scale01 = bool(vals) and all(0.0 <= v <= 1.0 for v in vals) and any(v < 1.0 for v in vals)
+    if scale01:
+        stats.rescaled_replies += 1
+    out: dict[int, dict[int, float]] = {}
+    for pos, pairs in parsed:
+        got = out.setdefault(pos, {})
+        for j, value in pairs:
+            v = _num(value) if not isinstance(value, bool) else None
             if v is None:
-                stats.out_of_range += 1
-                stats.note(f"bad score {str(value)[:20]!r} for tag {tags[j]!r}")
+                stats.dropped["not_a_number"] += 1
+                stats.note(f"score {str(value)[:20]!r} for tag {tags[j]!r} is not a number")
+                continue
+            if scale01:
+                v = 1.0 + 99.0 * v
+            if not 1.0 <= v <= 100.0:
+                stats.dropped["out_of_range"] += 1
+                stats.note(f"score {str(value)[:20]!r} for tag {tags[j]!r} is outside 1-100")
                 continue
             got.setdefault(j, v)
         if not got:
             del out[pos]
     return out
+
+
+def _num(value) -> float | None:
+    import math
+
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
 
 
 def score_llm(
@@ -354,6 +477,8 @@ def score_llm(
             items="\n".join(f'<item id="{k + 1}">{clean_item_text(texts[i])}</item>' for k, i in enumerate(rows)),
             domain=d,
         )
+        if key[2] == "reminder":
+            body += "\n" + REMINDER.format(n=len(rows), last=len(rows))
         return Request(
             key, messages(system, body), schema=match_schema(tl, len(rows)), schema_name="item_tag_scores",
             validate=lambda text, n=len(rows), tl=tl: bool(parse_match_reply(text, n, tl)),
@@ -365,12 +490,20 @@ def score_llm(
     total = sum(len(r) for _, r in batches)
     try:
         with progress(total, "tags match (llm)", show_progress) as bar:
-            retry_single: list[tuple[str, int]] = []
+            queue: list[tuple[str, list[int], str]] = []
 
             def on_result(res):
-                d, rows, single = res.id
+                d, rows, mode = res.id
                 tl = tag_lists[d]
-                got = parse_match_reply(res.text, len(rows), tl, stats) if res.text is not None else {}
+                problem: list[str] = []
+                got = parse_match_reply(res.text, len(rows), tl, stats, problem) if res.text is not None else {}
+                why = problem[0] if problem else None
+                if why in ID_PROBLEMS and mode != "reminder":
+                    queue.append((d, rows, "reminder"))  # asked once more, with a reminder of the ids
+                    return
+                if why == "unreadable" and mode == "batch" and len(rows) > 1:
+                    queue.extend((d, [i], "single") for i in rows)  # e.g. a batch reply cut off: item by item
+                    return
                 done = 0
                 for k, i in enumerate(rows):
                     if k in got:
@@ -380,25 +513,35 @@ def score_llm(
                         result[i] = arr
                         failed.pop(i, None)
                         done += 1
-                    elif not single and len(rows) > 1:
-                        retry_single.append((d, i))
+                    elif mode == "batch" and len(rows) > 1 and why is None:
+                        queue.append((d, [i], "single"))
                     else:
-                        failed[i] = res.error or "the reply gave no valid score for this item"
+                        if res.text is None:
+                            failed[i] = res.error or "the request failed"
+                        elif why in ID_PROBLEMS:
+                            failed[i] = f"the reply's item ids were wrong twice ({why}); its scores were not used"
+                        elif why == "unreadable":
+                            failed[i] = "the reply could not be read as JSON"
+                        else:
+                            failed[i] = "the reply gave no valid score for this item"
+                        stats.dropped["missing_item"] += len(tl)
                         done += 1
                 bar.advance(done, cached=done if res.cached else 0,
                             failed=sum(1 for i in rows if i in failed))
 
-            client.run((request(d, rows, (d, rows, False)) for d, rows in batches), on_result)
-            if retry_single:
-                todo = list(retry_single)
-                retry_single.clear()
-                client.run((request(d, [i], (d, [i], True)) for d, i in todo), on_result)
+            todo = [(d, rows, "batch") for d, rows in batches]
+            while todo:
+                client.run((request(d, rows, (d, rows, mode)) for d, rows, mode in todo), on_result)
+                todo = list(queue)
+                queue.clear()
     finally:
         client.close()
     s = client.stats
     report = {
         "requests": s.requests, "cache_hits": s.cached, "llm_calls": s.called, "retries": s.retries,
         "retry_reasons": s.retry_reasons, "invalid_replies": s.invalid, "failed_requests": s.failed,
+        "dropped_scores": dict(stats.dropped), "rejected_replies": dict(stats.rejected),
+        "rescaled_replies": stats.rescaled_replies, "keys_mapped_by_canonical_form": stats.mapped_keys,
         "unknown_tags": stats.unknown_tags, "out_of_range_scores": stats.out_of_range,
         "unknown_item_ids": stats.unknown_ids, "reply_problems": stats.examples,
         "failed_items": {str(i): e for i, e in sorted(failed.items())},
@@ -408,15 +551,6 @@ def score_llm(
 
 
 # ----------------------------------------------------------------------------- the stage
-def parse_shard(shard: str | None) -> tuple[int, int]:
-    if shard is None:
-        return (0, 1)
-    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", shard)
-    if not m or int(m.group(2)) < 1 or int(m.group(1)) >= int(m.group(2)):
-        raise TemacliError(f"--shard '{shard}' must be i/n with 0 <= i < n, e.g. 0/4")
-    return int(m.group(1)), int(m.group(2))
-
-
 def items_record(items: Path) -> dict:
     """The items input of the manifest; a dataset's items.parquet must still match its dataset manifest."""
     fp = artifacts.fingerprint(items)
@@ -444,14 +578,25 @@ def match_tags(
     device: str = "cpu",
     prompt_file: str | Path | None = None,
     show_progress: bool = True,
+    features: str | Path | None = None,
+    max_failed_share: float | None = None,
 ) -> dict:
-    """Score, select and weight; write item_tags.parquet + tag_vocab.parquet + manifest + report."""
+    """Score, select and weight; write item_tags.parquet + tag_vocab.parquet + manifest + report.
+
+    ``features``: a ``features text`` folder whose text.npy the embedding method reuses (see
+    :mod:`temacli.tags.embed`). ``max_failed_share``: with the llm method, exit 2 (the report written,
+    no item tags) when more than this share of the items failed; None: only when every item failed.
+    """
     from temacli.data.dataset import ITEMS, item_texts
+    from temacli.tags.flags import in_range
 
     if method not in METHODS:
         raise TemacliError(f"--method '{method}' is unknown; choose {', '.join(METHODS)}")
-    if batch_items < 1:
-        raise TemacliError(f"--batch-items must be at least 1 (got {batch_items})")
+    in_range("--batch-items", batch_items, 1, MAX_BATCH_ITEMS)
+    if max_failed_share is not None:
+        in_range("--max-failed-share", max_failed_share, 0.0, 1.0)
+    if features is not None and method != "embedding":
+        raise TemacliError(f"--features is used by --method embedding only (got --method {method}); leave it out")
     sel = selection or Selection()
     si, sn = parse_shard(shard)
     items = Path(items)
@@ -460,6 +605,9 @@ def match_tags(
     out = Path(out) if out is not None else items.parent.parent / "tags" / "item_tags.parquet"
     if out.suffix != ".parquet":
         out = out / "item_tags.parquet"
+    artifacts.check_output(out, "file", "--out")
+    if not items.is_file():
+        raise TemacliError(f"--items {items}: not found; pass the items.parquet of a `temacli data split` folder")
     table = artifacts.read_table(items, ITEMS)
     in_items = {"items": items_record(items)}
     item_idx = table.column("item").to_numpy().astype(np.int64)
@@ -478,12 +626,13 @@ def match_tags(
         domain_of[i] = domain_of_row[r]
     lists, in_tags = load_tag_lists(tags, domains)
     lists = {d: lists[d] for d in domains}  # domain order decides batches and vocabulary indices
+    lists, folds = fold_lists(lists)
     vocab, per_domain = build_vocab(lists, domains)
 
     all_items = np.arange(n)
     shard_items = all_items if sn == 1 else None
     scored: dict[int, np.ndarray] = {}
-    report: dict = {}
+    report: dict = {"folded_tags": folds} if folds else {}
     params: dict = {"method": method, **sel.params(), "shard": f"{si}/{sn}"}
     if method == "llm":
         from temacli.llm import prompts
@@ -504,18 +653,25 @@ def match_tags(
             shard_items = all_items[all_items % sn == si]
         from temacli.llm.progress import progress
 
+        item_vec = None
+        if method == "embedding":
+            from temacli.tags.embed import item_text_vectors
+
+            with progress(n, "tags match (embedding: item texts)", show_progress) as bar:
+                item_vec, enc = item_text_vectors(items, texts, features, device, progress=lambda k: bar.advance(k))
+            params["encoder"] = "all-MiniLM-L6-v2"
+            params["cos_range"] = [COS_LO, COS_HI]
+            report["item_vectors"] = {k: v for k, v in enc.items() if k != "features_fingerprint"}
+            if enc.get("features"):
+                in_items["features_text"] = {"path": enc["features"], "fingerprint": enc["features_fingerprint"]}
         for d in domains:
             rows = [int(i) for i in shard_items if domain_of[i] == d and texts[i]]
             if not rows:
                 continue
-            sub = [texts[i] for i in rows]
             if method == "keyword":
-                mat = score_keyword(sub, lists[d])
+                mat = score_keyword([texts[i] for i in rows], lists[d])
             else:
-                with progress(len(rows), f"tags match (embedding, {d})", show_progress) as bar:
-                    mat = score_embedding(sub, lists[d], d, device=device, progress=lambda k: bar.advance(k))
-                params["encoder"] = "all-MiniLM-L6-v2"
-                params["cos_range"] = [COS_LO, COS_HI]
+                mat = score_embedding_vectors(item_vec[np.asarray(rows)], lists[d], device=device)
             for r, i in enumerate(rows):
                 scored[i] = mat[r]
     # selection and weights, per domain (each domain has its own list)
@@ -544,6 +700,21 @@ def match_tags(
         "failed_item_count": len(failed),
         "untagged_items": len(untagged), "untagged_item_indices": untagged[:1000],
     })
+    report["dropped_score_reasons"] = list(DROP_REASONS)
+    report_path = out.with_name(out.stem + ".report.json")
+    if method == "llm":
+        scorable = sum(1 for i in shard_items if texts[i])
+        n_failed = len(failed)
+        limit = max_failed_share
+        too_many = (n_failed > limit * scorable) if limit is not None else (scorable > 0 and n_failed >= scorable)
+        if too_many:
+            artifacts.write_json(report, report_path)
+            first = next(iter(failed.values()), "")
+            raise TemacliError(
+                f"tags match: {n_failed} of {scorable} items failed"
+                + (f" (more than --max-failed-share {limit})" if limit is not None else " (all of them)")
+                + f"; first problem: {first[:200]}; nothing written but the report {report_path}; "
+                "check --model and --api-base, then rerun (finished replies are cached)")
     # write: vocabulary, item tags, report, manifest
     vocab_path = out.parent / "tag_vocab.parquet"
     vt = pa.table({"tag_index": pa.array(np.arange(len(vocab)), pa.int32()),
@@ -556,7 +727,6 @@ def match_tags(
     t = pa.table({"item": pa.array(it, pa.int32()), "tag_index": pa.array(tg, pa.int32()),
                   "score": pa.array(sc, pa.float32()), "weight": pa.array(wt, pa.float32())})
     artifacts.write_table(t, out, ITEM_TAGS)
-    report_path = out.with_name(out.stem + ".report.json")
     artifacts.write_json(report, report_path)
     manifest = artifacts.build_manifest(
         STAGE, params, inputs={**in_items, **in_tags},

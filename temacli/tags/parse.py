@@ -14,7 +14,7 @@ import re
 import unicodedata
 from typing import Any
 
-MAX_TAG_CHARS = 60
+MAX_TAG_CHARS = 40  # one cap: the tag schema's maxLength, the parser, the local decoder
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S | re.I)
 _SEP = re.compile(r"[\s_\-/]+")
 _EDGE = re.compile(r"^[^\w&']+|[^\w&')]+$")
@@ -23,15 +23,16 @@ _LINE = re.compile(
 )
 
 
-def normalise_tag(text: Any) -> str | None:
-    """Lowercase, NFKC, separators to single spaces, edge punctuation off; None when nothing is left."""
+def normalise_tag(text: Any, max_chars: int | None = MAX_TAG_CHARS) -> str | None:
+    """Lowercase, NFKC, separators to single spaces, edge punctuation off; None when nothing is left
+    (or when longer than ``max_chars``; None = no cap)."""
     if not isinstance(text, str):
         return None
     t = unicodedata.normalize("NFKC", text).lower().strip()
     t = t.lstrip("#")
     t = _SEP.sub(" ", t).strip()
     t = _EDGE.sub("", t).strip()
-    if not t or len(t) > MAX_TAG_CHARS:
+    if not t or (max_chars is not None and len(t) > max_chars):
         return None
     return t
 
@@ -73,8 +74,11 @@ def as_score01(value: Any) -> float | None:
     return v
 
 
-def parse_tag_list(text: str) -> tuple[list[tuple[str, float | None]], str | None]:
-    """``[(tag, score or None)]`` from a reply, and an error string when nothing could be read."""
+def parse_tag_list(text: str, max_chars: int | None = MAX_TAG_CHARS) -> tuple[list[tuple[str, float | None]], str | None]:
+    """``[(tag, score or None)]`` from a reply, and an error string when nothing could be read.
+
+    Tags longer than ``max_chars`` are left out (None: kept, for the rules of ``tags generate`` to drop
+    with a reason)."""
     data = extract_json(text)
     pairs: list[tuple[Any, Any]] = []
     if data is not None:
@@ -105,7 +109,7 @@ def parse_tag_list(text: str) -> tuple[list[tuple[str, float | None]], str | Non
     out: list[tuple[str, float | None]] = []
     seen: set[str] = set()
     for tag, score in pairs:
-        t = normalise_tag(tag)
+        t = normalise_tag(tag, max_chars)
         if t is None or t in seen:
             continue
         seen.add(t)

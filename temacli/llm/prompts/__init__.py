@@ -14,7 +14,15 @@ def load(name: str, override: str | Path | None = None) -> str:
         p = Path(override)
         if not p.is_file():
             raise TemacliError(f"--prompt-file {p}: file not found")
-        text = p.read_text(encoding="utf-8")
+        try:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise TemacliError(
+                f"--prompt-file {p}: not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r}); "
+                "save the template as UTF-8"
+            ) from None
+        except OSError as e:
+            raise TemacliError(f"--prompt-file {p}: cannot be read ({e.strerror}); check the file") from None
     else:
         text = resources.files(__package__).joinpath(f"{name}.txt").read_text(encoding="utf-8")
     return text
