@@ -41,7 +41,6 @@ UNDOCUMENTED: dict[str, set[str]] = {
                       "--max-share", "--max-words", "--merge-cos", "--min-items"},
     "tags match": {"--device", "--features", "--json", "--max-failed-share"},
     "tags merge": {"--json"},
-    "train": {"--alpha", "--config", "--dropout", "--eval-batch", "--lr", "--weight-decay"},
 }
 
 
