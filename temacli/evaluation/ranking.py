@@ -176,13 +176,17 @@ def rank_domain(
             sc[ar[inside], targets[inside] - c0] = -np.inf
             masked += inside & ~target_excluded
         tcol = t[:, None]
-        higher += (sc > tcol).sum(axis=1)
-        eq = (sc == tcol).sum(axis=1)
+        higher += np.count_nonzero(sc > tcol, axis=1)
+        eq = np.count_nonzero(sc == tcol, axis=1)
         ninf = np.isneginf(t)
         if ninf.any():  # a -inf target equals the masked positions, which are no candidates
             eq = eq - np.where(ninf, masked, 0)
         ties += eq
-        nan_c += np.isnan(sc).sum(axis=1)
+        # NaN count: a row sum is NaN only when the row holds a NaN (or +inf beside a masked -inf),
+        # so the exact count runs on those rows only
+        maybe = np.isnan(sc.sum(axis=1))
+        if maybe.any():
+            nan_c[maybe] += np.count_nonzero(np.isnan(sc[maybe]), axis=1)
     if higher is None:  # an empty domain: nothing was scored
         b = b or 0
         targets = targets if with_targets else np.full(b, NO_TARGET, np.int64)
