@@ -106,3 +106,16 @@ def test_unwritable_model_folder_still_evaluates(world, capsys, monkeypatch):
     code, out, err = run(["eval", "--model", w["a"], "--json"], capsys)
     assert code == 0 and json.loads(out)["metrics"]["all"]["n"] > 0
     assert "not writable" in err and not (w["a"] / "eval").exists()
+
+
+def test_saved_result_manifest_names_its_options(world, capsys):
+    from temacli import artifacts
+
+    w = world
+    code, _, err = run(["eval", "--model", w["a"], "--ks", "1,3,5,10", "--protocol", "full", "--quiet"], capsys)
+    assert code == 0, err
+    (path,) = [p for p in (w["a"] / "eval").glob("*.json") if not p.name.endswith(".manifest.json")]
+    m = artifacts.read_manifest(path, stage="eval")
+    assert m["params"]["ks"] == [1, 3, 5, 10] and m["params"]["weights"] == "model.safetensors"
+    assert m["params"]["protocol"] == "full" and m["outputs"]["result"]["fingerprint"] == artifacts.fingerprint(path)
+    assert path.name.startswith("test.full.model.k1-3-5-10.")

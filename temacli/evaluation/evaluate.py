@@ -254,7 +254,8 @@ def write_result(result: dict, path: str | Path) -> Path:
     inputs = {"data": {"path": result["data"]["path"], "fingerprint": result["data"]["fingerprint"]}}
     if result["model"].get("path"):
         inputs["model"] = {"path": result["model"]["path"], "fingerprint": result["model"]["fingerprint"]}
-    params = {k: result[k] for k in ("split", "protocol", "exclude_history", "cold_threshold")}
+    params = {k: result.get(k) for k in ("split", "protocol", "exclude_history", "cold_threshold", "ks")}
+    params["weights"] = result["model"].get("weights")
     manifest = artifacts.build_manifest(
         STAGE, params, inputs, outputs={"result": {"fingerprint": artifacts.fingerprint(path)}},
         counts={"instances": result["instances"]["total"], "evaluated": result["instances"]["evaluated"]},
