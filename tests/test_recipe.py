@@ -274,3 +274,14 @@ def test_the_mechanism_works_for_any_typer_command(tmp_path):
     res = runner.invoke(demo, ["fit", "--config", str(rec), "--out", str(tmp_path / "m3")])
     assert isinstance(res.exception, TemacliError) and "key 'layer'" in str(res.exception)
     assert not (tmp_path / "m3").exists()
+
+
+def test_example_scripts_train_from_the_shipped_recipes():
+    scripts = {name: (ROOT / "examples" / name).read_text() for name in
+               ("pipeline_fk.sh", "pipeline_llmcdsr.sh", "train_eval_grid.sh")}
+    for name, text in scripts.items():
+        r = subprocess.run(["bash", "-n", str(ROOT / "examples" / name)], capture_output=True, text=True)
+        assert r.returncode == 0, f"{name}: {r.stderr}"
+        assert "--config" in text and "recipes/paper.toml" in text and "RECIPE" in text, name
+        assert "--softmax sampled --dim 128" not in text, name  # the CPU recipe lives in cpu.toml now
+    assert "recipes/cpu.toml" in scripts["pipeline_llmcdsr.sh"]
