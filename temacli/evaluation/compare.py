@@ -13,13 +13,10 @@ import re
 
 from temacli.errors import TemacliError
 from temacli.evaluation.metrics import MAX_K
+from temacli.evaluation.report import short_fp
 
 COMPARE_METRICS = ("MRR", "NDCG@5", "NDCG@10")
 COMPARE_KIND = "temacli.compare"
-
-
-def _short(fp: str | None) -> str:
-    return "none" if fp is None else fp.split(":", 1)[-1][:12]
 
 
 def _label(result: dict) -> str:
@@ -71,7 +68,7 @@ def check_comparable(results: list[dict]) -> None:
         for what, get, is_fp, fix in _CHECKS:
             a, b = get(ref), get(other)
             if a != b:
-                shown = (_short(a), _short(b)) if is_fp else (a, b)
+                shown = (short_fp(a), short_fp(b)) if is_fp else (a, b)
                 raise TemacliError(
                     f"cannot compare {_label(other)} with {_label(ref)}: {what} differs "
                     f"({shown[1]} vs {shown[0]}); {fix}"

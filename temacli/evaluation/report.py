@@ -49,7 +49,8 @@ def _slice_columns(result: dict) -> tuple[str, ...]:
     return ("MRR", *ndcg, *hr)
 
 
-def _short(fp: str | None) -> str:
+def short_fp(fp: str | None) -> str:
+    """A fingerprint as tables show it: its first 12 hex digits (``none`` when absent)."""
     return "none" if fp is None else fp.split(":", 1)[-1][:12]
 
 
@@ -60,12 +61,12 @@ def pct(v: float | None) -> str:
 def header_lines(result: dict) -> list[str]:
     m = result["model"]
     lines = [
-        f"model: {m.get('path') or m.get('name')} ({m.get('kind')}, weights {_short(m.get('fingerprint'))})",
-        f"data: {result['data']['path']} (dataset {_short(result['data']['fingerprint'])})",
+        f"model: {m.get('path') or m.get('name')} ({m.get('kind')}, weights {short_fp(m.get('fingerprint'))})",
+        f"data: {result['data']['path']} (dataset {short_fp(result['data']['fingerprint'])})",
         f"split: {result['split']}   protocol: {result['protocol']}"
         + (f" ({'history excluded' if result['exclude_history'] else 'history included'})"
            if result["protocol"] == "full" else ""),
-        f"candidates: {_short(result['candidates']['fingerprint'])}: {result['candidates']['description']}",
+        f"candidates: {short_fp(result['candidates']['fingerprint'])}: {result['candidates']['description']}",
     ]
     return lines
 
@@ -154,10 +155,10 @@ def compare_renderables(cmp: dict) -> list[Any]:
 
     doms = list(cmp["data"]["domains"])
     head = [
-        f"data: dataset {_short(cmp['data']['fingerprint'])}   split: {cmp['split']}   protocol: {cmp['protocol']}"
+        f"data: dataset {short_fp(cmp['data']['fingerprint'])}   split: {cmp['split']}   protocol: {cmp['protocol']}"
         + (f" ({'history excluded' if cmp['exclude_history'] else 'history included'})"
            if cmp["protocol"] == "full" else ""),
-        f"candidates: {_short(cmp['candidates']['fingerprint'])}: {cmp['candidates']['description']}",
+        f"candidates: {short_fp(cmp['candidates']['fingerprint'])}: {cmp['candidates']['description']}",
         "n per domain: " + ", ".join(f"{d} {cmp['rows'][0]['n'][d]}" for d in doms),
     ]
     # one table for all domains when it fits 80 columns, else one table per domain
@@ -178,7 +179,7 @@ def compare_renderables(cmp: dict) -> list[Any]:
                     cells.append(Text(v, style="bold") if i in cmp["best"][d][k] else Text(v))
             t.add_row(row["model"], str(row["kind"]), *cells)
         tables.append(t)
-    models = [f"{r['model']}: {r['path']} (weights {_short(r['fingerprint'])})" for r in cmp["rows"]]
+    models = [f"{r['model']}: {r['path']} (weights {short_fp(r['fingerprint'])})" for r in cmp["rows"]]
     models += list(cmp.get("warnings") or [])
     return [Text("\n".join(head), style="dim"), *tables, Text("\n".join(models), style="dim")]
 
@@ -220,10 +221,10 @@ def compare_markdown(cmp: dict) -> str:
         f"- split: {cmp['split']}, protocol: {cmp['protocol']}"
         + (f" ({'history excluded' if cmp['exclude_history'] else 'history included'})"
            if cmp["protocol"] == "full" else ""),
-        f"- dataset {_short(cmp['data']['fingerprint'])}, candidates {_short(cmp['candidates']['fingerprint'])}: "
+        f"- dataset {short_fp(cmp['data']['fingerprint'])}, candidates {short_fp(cmp['candidates']['fingerprint'])}: "
         f"{cmp['candidates']['description']}",
         "- n per domain: " + ", ".join(f"{d} {cmp['rows'][0]['n'][d]}" for d in doms),
     ]
-    models = "\n".join([f"- {r['model']}: {r['path']} (weights {_short(r['fingerprint'])})" for r in cmp["rows"]]
+    models = "\n".join([f"- {r['model']}: {r['path']} (weights {short_fp(r['fingerprint'])})" for r in cmp["rows"]]
                        + [f"- {w}" for w in cmp.get("warnings") or []])
     return "\n".join(head) + "\n\n" + _md_table(header, rows, 2) + "\n\n" + models + "\n"
