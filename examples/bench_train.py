@@ -1,28 +1,41 @@
-"""Training speed of TEMA and the baselines: seconds per epoch and sequences per second.
+"""Training efficiency of TEMA-LLM and the baselines: time, FLOPs, achieved GFLOP/s against the ceiling.
 
-Times ``--steps`` optimizer steps of the real training code (batches, forward, backward, Adam) on a
-dataset folder, after one warm-up step, and extrapolates to one epoch (steps per epoch x s/step).
-Also times the validation ranking pass on ``--valid-rows`` rows and extrapolates to the whole split.
+For every configuration (model x softmax x precision) it runs the real training step
+(``temacli.training.step.train_step``) on batches from ``temacli.training.batches.BatchStream``, exactly
+as ``temacli train`` does, and prints one JSON line with
+
+* seconds per epoch and sequences/s: a whole epoch by default; with ``--steps N`` only N steps are
+  timed (after one warm-up step) and the epoch is *extrapolated* by targets (``"extrapolated": true``);
+* FLOPs per step: every matrix product of the forward and backward pass, counted by torch's
+  ``FlopCounterMode`` on the same batches in an untimed pass (attention included);
+* achieved GFLOP/s = FLOPs / time, against this machine's matrix-product ceiling in fp32 and bf16,
+  **measured in the same run** just before each configuration (the machine may be shared: compare
+  ratios, not absolute numbers);
+* the peak resident memory of the configuration (the kernel's high-water mark is reset before it).
+
 Without --features/--tags it makes random 512-d image and text features and 5 tags per item out of
 100 (timing does not depend on their values) in a temporary folder.
 
-    python examples/bench_train.py --data runs/fk/data                       # CPU, TEMA + SASRec
-    python examples/bench_train.py --data runs/fk/data --device cuda --steps 20 --softmax full,sampled
-    python examples/bench_train.py --data runs/fk/data --amp off,bf16       # is bf16 autocast faster?
+    python examples/bench_train.py --data runs/fk/data --steps 4                 # TEMA + SASRec, paper sizes
+    python examples/bench_train.py --data runs/fk/data --steps 4 --amp off,bf16  # both precisions
+    python examples/bench_train.py --data runs/fk/data --models tema --steps 2 --profile   # top ops
+    python examples/bench_train.py --data runs/fk/data --models sasrec --softmax full \\
+        --dim 50 --blocks 2 --batch-size 128 --steps 20                          # SASRec.pytorch's shapes
 
-Prints one JSON line per configuration and a table at the end.
+Paper sizes are the defaults: q = 256, max length 50, batch 256, 1,000 sampled negatives per domain.
+A table and the load average follow the JSON lines.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
 
 
 def synth_inputs(ds, tmp: Path, dim: int = 512, n_tags: int = 100, per_item: int = 5):
@@ -48,7 +61,7 @@ def synth_inputs(ds, tmp: Path, dim: int = 512, n_tags: int = 100, per_item: int
                                     "tag": [f"t{i}" for i in range(n_tags)], "domain": ["x"] * n_tags}),
                           tags / "tag_vocab.parquet", TAG_VOCAB)
     item = np.repeat(np.arange(ds.n_items), per_item).astype(np.int32)
-    tag = rng.integers(0, n_tags, size=item.size).astype(np.int32)
+    tag = np.argsort(rng.random((ds.n_items, n_tags)), axis=1)[:, :per_item].reshape(-1).astype(np.int32)  # distinct per item
     score = rng.integers(30, 100, size=item.size).astype(np.float32)
     artifacts.write_table(pa.table({"item": item, "tag_index": tag, "score": score, "weight": score / 100}),
                           tags / "item_tags.parquet", ITEM_TAGS)
@@ -59,78 +72,193 @@ def synth_inputs(ds, tmp: Path, dim: int = 512, n_tags: int = 100, per_item: int
     return feat, tags / "item_tags.parquet"
 
 
-def bench_one(ds, kind, softmax, amp, device, steps, valid_rows, features, tags, batch_size, max_len, negatives, dim=None):
+# ----------------------------------------------------------------------------- machine
+def matmul_ceiling(dtype, device: str = "cpu", budget_s: float = 1.5) -> float:
+    """Best GFLOP/s of square matrix products of ``dtype`` (the largest size that fits ``budget_s``)."""
     import torch
 
-    from temacli.evaluation.protocols import sampled_ranks
-    from temacli.model.api import Trained, build_model
-    from temacli.training.batches import BatchStream, windows
+    best, n = 0.0, 256
+    spent = 0.0
+    while n <= 4096:
+        a = torch.randn(n, n, device=device).to(dtype)
+        b = torch.randn(n, n, device=device).to(dtype)
+        t0 = time.perf_counter()
+        a @ b  # warm-up
+        _sync(device)
+        one = time.perf_counter() - t0
+        reps = max(1, min(5, int(0.3 / max(one, 1e-6))))
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            a @ b
+            _sync(device)
+            dt = time.perf_counter() - t0
+            best = max(best, 2 * n**3 / dt / 1e9)
+        spent += one * (reps + 1)
+        if spent > budget_s or one * 8 * (reps + 1) > budget_s:  # the next size takes 8x longer
+            break
+        n *= 2
+    return best
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's resident-set high-water mark of this process (Linux); False if unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mib() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def flop_counter():
+    """torch's FlopCounterMode, taught the CPU flash-attention kernels it does not know."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+    aten = torch.ops.aten
+    extra = {}
+    fwd = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    bwd = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
+    if fwd is not None:
+        extra[fwd] = lambda q, k, v, *a, out_shape=None, **kw: sdpa_flop_count(q, k, v)
+    if bwd is not None:
+        extra[bwd] = lambda grad, q, k, v, *a, out_shape=None, **kw: sdpa_backward_flop_count(grad, q, k, v)
+    return FlopCounterMode(display=False, custom_mapping=extra)
+
+
+# ----------------------------------------------------------------------------- one configuration
+def build(ds, kind, features, tags, max_len, dim, blocks, device):
+    import torch
+
+    from temacli.model.api import build_model
     from temacli.training.loop import ModelInputs, resolve_inputs
 
+    params: dict = {"max_len": max_len}
+    if dim is not None:
+        params["q" if kind == "tema" else "dim"] = dim
+    if blocks is not None:
+        params["n_blocks"] = blocks
     inp = ModelInputs(features=str(features) if kind == "tema" else None, tags=str(tags) if kind == "tema" else None,
-                      params={"max_len": max_len, **({} if dim is None else {"q" if kind == "tema" else "dim": dim})})
+                      params=params)
     config, arrays, _ = resolve_inputs(ds, kind, inp)
     config.update({"n_x": ds.n_x, "n_y": ds.n_y, "max_len": max_len})
     torch.manual_seed(0)
     model = build_model(config, image=arrays.get("image"), text=arrays.get("text"), tags=arrays.get("tags")).to(device)
+    return model, config
+
+
+def bench_one(ds, kind, softmax, amp, device, args, features, tags) -> dict:
+    import torch
+
+    from temacli.model.layers import runtime_info
+    from temacli.training.batches import BatchStream, windows
+    from temacli.training.step import train_step
+
+    ceiling = {"fp32": matmul_ceiling(torch.float32, device), "bf16": matmul_ceiling(torch.bfloat16, device)}
+    reset_peak_rss()
+    model, config = build(ds, kind, features, tags, args.max_len, args.dim, args.blocks, device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    win = windows(ds.split("train"), max_len, ds.pad)
-    stream = BatchStream(win, ds.n_x, ds.n_y, batch_size, torch.Generator().manual_seed(0), "all",
-                         negatives if softmax == "sampled" else 0)
+    win = windows(ds.split("train"), args.max_len, ds.pad)
+    negatives = args.negatives if softmax == "sampled" else 0
+    stream = BatchStream(win, ds.n_x, ds.n_y, args.batch_size, torch.Generator().manual_seed(0), "all", negatives)
     use_amp = amp == "bf16"
-    dev_type = device.split(":")[0]
-
-    def sync():
-        if dev_type == "cuda":
-            torch.cuda.synchronize()
-
-    it = iter(stream)
-    times, cpu, seqs, targets = [], [], 0, 0
-    model.train()
-    for i in range(steps + 1):
-        try:
-            b = next(it)
-        except StopIteration:
-            it = iter(stream)
-            b = next(it)
-        sync()
-        t0, c0 = time.perf_counter(), time.process_time()
-        negs = b.negatives.to(device) if b.negatives is not None else None
-        with torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=use_amp):
-            loss_sum, n = model(b.seq.to(device), b.target.to(device), negs)
-        loss = loss_sum.float() / max(n, 1)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sync()
-        if i > 0:  # the first step is a warm-up
-            times.append(time.perf_counter() - t0)
-            cpu.append(time.process_time() - c0)
-            seqs += b.seq.shape[0]
-            targets += n
-    s_step = float(np.mean(times))
-    # batches differ in length (length bucketing): extrapolate by targets, not by steps
     epoch_targets = int(np.maximum((win != ds.pad).sum(1) - 1, 0).sum())
-    s_epoch = sum(times) / targets * epoch_targets
-    valid = ds.split("valid")
-    rows = np.arange(min(valid_rows, len(valid)))
-    scorer = Trained(model, config, device=device)
-    sync()
-    t0 = time.perf_counter()
-    sampled_ranks(scorer, valid, ds.candidates("valid"), rows=rows, batch_size=512)
-    sync()
-    v_s = (time.perf_counter() - t0) * len(valid) / len(rows)
-    return {
-        "model": kind, "dim": dim or 256, "max_len": max_len, "negatives": negatives if softmax == "sampled" else None,
-        "softmax": softmax, "amp": amp, "device": device, "threads": torch.get_num_threads(),
-        "batch_size": batch_size, "steps_timed": steps, "s_per_step": round(s_step, 3),
-        "sequences_per_s": round(seqs / sum(times), 1), "targets_per_s": round(targets / sum(times), 1),
-        "s_per_epoch_train": round(s_epoch, 1), "steps_per_epoch": len(stream),
-        "cpu_s_per_step": round(float(np.mean(cpu)), 3), "cpu_s_per_epoch": round(sum(cpu) / targets * epoch_targets, 1),
-        "epoch_sequences_per_s": round(len(win) / s_epoch, 1),
-        "s_validation": round(v_s, 1), "s_per_1000_sequences": round(1000 * sum(times) / seqs, 2),
-        "final_loss": round(float(loss.detach()), 4),
+
+    batches = list(stream)  # one epoch, in the loop's order
+    model.train()
+    train_step(model, batches[0], opt, device=device, amp=use_amp)  # warm-up (allocator, kernels)
+    timed = batches[1 : 1 + args.steps] if args.steps else batches
+    times, cpu, seqs, targets = [], [], 0, 0
+    for b in timed:
+        _sync(device)
+        t0, c0 = time.perf_counter(), time.process_time()
+        loss_sum, n = train_step(model, b, opt, device=device, amp=use_amp)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+        seqs += b.seq.shape[0]
+        targets += n
+    peak = peak_rss_mib()
+
+    # FLOPs of the same batches, untimed: forward + backward (the optimizer's elementwise work is not counted)
+    flops = 0
+    counted = timed[: args.flop_steps] if args.flop_steps else timed
+    counted_targets = 0
+    for b in counted:
+        with flop_counter() as fc:
+            with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=use_amp):
+                ls, n = model(b.seq.to(device), b.target.to(device),
+                              b.negatives.to(device) if b.negatives is not None else None)
+            (ls.float() / max(n, 1)).backward()
+        model.zero_grad(set_to_none=True)
+        flops += fc.get_total_flops()
+        counted_targets += n
+    flop_per_target = flops / max(counted_targets, 1)
+    total = sum(times)
+    s_epoch = total / targets * epoch_targets if args.steps else total
+    gflops = flop_per_target * targets / total / 1e9
+    prec = "bf16" if use_amp else "fp32"
+
+    profile = None
+    if args.profile:
+        profile = top_ops(model, timed[: max(1, min(2, len(timed)))], opt, device, use_amp, args.profile_rows)
+
+    r = {
+        "model": kind, "dim": args.dim or 256, "blocks": args.blocks, "max_len": args.max_len,
+        "batch_size": args.batch_size, "negatives": negatives or None, "softmax": softmax, "amp": amp,
+        "device": device, "threads": torch.get_num_threads(),
+        "steps_timed": len(timed), "steps_per_epoch": len(stream), "extrapolated": bool(args.steps),
+        "s_per_step": round(total / len(timed), 3), "s_per_epoch": round(s_epoch, 1),
+        "sequences_per_s": round(seqs / total, 1), "targets_per_s": round(targets / total, 1),
+        "cpu_s_per_epoch": round(sum(cpu) / targets * epoch_targets, 1),
+        "gflop_per_step": round(flop_per_target * targets / len(timed) / 1e9, 1),
+        "tflop_per_epoch": round(flop_per_target * epoch_targets / 1e12, 2),
+        "achieved_gflops": round(gflops, 1),
+        "ceiling_gflops_fp32": round(ceiling["fp32"], 1), "ceiling_gflops_bf16": round(ceiling["bf16"], 1),
+        "fraction_of_ceiling": round(gflops / ceiling[prec], 3) if ceiling[prec] else None,
+        "fraction_of_fp32_ceiling": round(gflops / ceiling["fp32"], 3),
+        "peak_rss_mib": round(peak), "final_loss": round(float(loss_sum) / max(n, 1), 4),
+        "runtime": runtime_info(model, device, use_amp),
     }
+    if profile:
+        r["top_ops"] = profile
+    return r
+
+
+def top_ops(model, batches, opt, device, amp, rows):
+    """The operators that took the most self CPU time over ``batches`` (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from temacli.training.step import train_step
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    with profile(activities=acts) as prof:
+        for b in batches:
+            train_step(model, b, opt, device=device, amp=amp)
+    ev = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in ev) or 1
+    return [{"op": e.key, "self_ms": round(e.self_cpu_time_total / 1000 / len(batches), 1),
+             "share": round(e.self_cpu_time_total / total, 3), "calls": e.count // len(batches)} for e in ev[:rows]]
 
 
 def main() -> None:
@@ -139,16 +267,20 @@ def main() -> None:
     ap.add_argument("--features")
     ap.add_argument("--tags")
     ap.add_argument("--models", default="tema,sasrec")
-    ap.add_argument("--softmax", default="sampled,full")
-    ap.add_argument("--amp", default="off")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--valid-rows", type=int, default=512)
+    ap.add_argument("--softmax", default="sampled", help="sampled, full or both (comma-separated)")
+    ap.add_argument("--amp", default="off", help="off, bf16 or both (comma-separated)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--steps", type=int, default=0, help="time N steps and extrapolate the epoch (0: a whole epoch)")
+    ap.add_argument("--flop-steps", type=int, default=0, help="count FLOPs on the first N timed steps only (0: all)")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--max-len", type=int, default=50)
     ap.add_argument("--negatives", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--dim", type=int, default=None, help="model width (TEMA q, baselines' dim); default 256")
+    ap.add_argument("--blocks", type=int, default=None, help="attention blocks (default: the model's)")
+    ap.add_argument("--profile", action="store_true", help="also list the top operators (torch.profiler)")
+    ap.add_argument("--profile-rows", type=int, default=15)
+    ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
 
     import torch
@@ -160,6 +292,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     ds = Dataset.open(args.data)
+    load_before = os.getloadavg()
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     with tempfile.TemporaryDirectory() as tmp:
         features, tags = args.features, args.tags
         if "tema" in args.models and (features is None or tags is None):
@@ -169,18 +303,29 @@ def main() -> None:
         for kind in args.models.split(","):
             for softmax in args.softmax.split(","):
                 for amp in args.amp.split(","):
-                    r = bench_one(ds, kind, softmax, amp, device, args.steps, args.valid_rows, features, tags,
-                                  args.batch_size, args.max_len, args.negatives, args.dim)
+                    r = bench_one(ds, kind, softmax, amp, device, args, features, tags)
                     print(json.dumps(r), flush=True)
                     results.append(r)
-    print(f"\n{'model':8} {'dim':>4} {'softmax':8} {'amp':5} {'s/step':>8} {'seq/s':>8} {'s/epoch':>8} {'cpu-s/ep':>8} {'s/valid':>8}")
+    load_after = os.getloadavg()
+    print(f"\n{'model':7} {'softmax':8} {'amp':4} {'s/step':>7} {'s/epoch':>8} {'seq/s':>7} {'GFLOP/step':>10} "
+          f"{'GFLOP/s':>8} {'ceil fp32':>9} {'ceil bf16':>9} {'of ceil':>7} {'peak MiB':>8}")
     for r in results:
-        print(f"{r['model']:8} {r['dim']:4} {r['softmax']:8} {r['amp']:5} {r['s_per_step']:8} {r['epoch_sequences_per_s']:8} "
-              f"{r['s_per_epoch_train']:8} {r['cpu_s_per_epoch']:8} {r['s_validation']:8}")
-    import os
-
-    print(f"load average {os.getloadavg()}; dataset {args.data}: {len(ds.split('train'))} training sequences; device {device}; "
-          f"torch threads {torch.get_num_threads()}")
+        print(f"{r['model']:7} {r['softmax']:8} {r['amp']:4} {r['s_per_step']:7} {r['s_per_epoch']:8}"
+              f"{'*' if r['extrapolated'] else ' '} {r['sequences_per_s']:6} {r['gflop_per_step']:10} "
+              f"{r['achieved_gflops']:8} {r['ceiling_gflops_fp32']:9} {r['ceiling_gflops_bf16']:9} "
+              f"{r['fraction_of_ceiling']:7} {r['peak_rss_mib']:8}")
+    if any(r["extrapolated"] for r in results):
+        print(f"* s/epoch extrapolated from {args.steps} timed steps by targets ({results[0]['steps_per_epoch']} steps per epoch)")
+    for r in results:
+        for op in r.get("top_ops", []):
+            print(f"  {r['model']} {r['amp']}: {op['op'][:48]:48} {op['self_ms']:9.1f} ms/step {100 * op['share']:5.1f}%  x{op['calls']}")
+    info = {"date": started, "load_average_before": load_before, "load_average_after": load_after,
+            "dataset": args.data, "train_sequences": len(ds.split("train")), "device": device,
+            "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch_threads": torch.get_num_threads()}
+    print(json.dumps(info))
+    if args.json:
+        args.json.write_text(json.dumps({"info": info, "results": results}, indent=1))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ import torch
 
 from temacli.model.baselines import BaselineConfig, build_baseline
 from temacli.model.tema import TEMA, TEMAConfig
-from temacli.training.loop import _tag_weights
 
 torch.set_num_threads(1)
 NX, NY = 9, 11
@@ -167,11 +166,12 @@ def test_tag_embedding_is_the_weighted_sum_of_eq7():
 
 def test_ablation_flags_change_the_model_as_documented():
     full = tema()
-    assert set(full.encoders) == {f"{s}_{k}" for s in ("X", "Y", "XY") for k in ("id", "img", "tex", "tag")}
+    assert set(full.encoders) == {"X", "Y", "XY"}  # one stacked encoder per sequence, one slot per stream
+    assert all(e.n == 4 for e in full.encoders.values())
     assert full.cfg.stream_weights() == pytest.approx({"id": 0.4, "img": 0.2, "tex": 0.2, "tag": 0.2})
 
     single = tema(attention="single")  # one attention over the mixed sequence (Table IV)
-    assert set(single.encoders) == {f"XY_{k}" for k in ("id", "img", "tex", "tag")}
+    assert set(single.encoders) == {"XY"} and single.encoders["XY"].n == 4
     single.prepare()
     st = single.encode(padded(SEQ, 12), torch.tensor([0]))
     assert set(single.explain(st, torch.arange(NX))) == {f"X+Y/{k}" for k in ("id", "img", "tex", "tag")}
@@ -209,18 +209,6 @@ def test_ablation_flags_change_the_model_as_documented():
         TEMAConfig(n_x=1, n_y=1, fusion="late")
     with pytest.raises(ValueError):
         TEMAConfig(n_x=1, n_y=1, alpha=(0.5, 0.5, 0.5))
-
-
-def test_tag_representations_of_table_v():
-    item = np.array([0, 0, 0, 1, 2, 2])
-    tag = np.array([3, 1, 2, 0, 1, 2])
-    w = np.array([0.2, 0.9, 0.0, 0.5, 0.4, 0.4], np.float32)
-    i, t, v = _tag_weights(item, tag, w, "file")
-    assert (i.tolist(), t.tolist(), v.tolist()) == ([0, 0, 1, 2, 2], [3, 1, 0, 1, 2], pytest.approx([0.2, 0.9, 0.5, 0.4, 0.4]))
-    i, t, v = _tag_weights(item, tag, w, "multihot")
-    assert v.tolist() == [1, 1, 1, 1, 1]
-    i, t, v = _tag_weights(item, tag, w, "onehot")
-    assert (i.tolist(), t.tolist(), v.tolist()) == ([0, 1, 2], [1, 0, 1], [1, 1, 1])  # ties: lower tag index
 
 
 @pytest.mark.parametrize("kind", ["sasrec", "gru4rec"])

@@ -44,7 +44,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from temacli.model.layers import Encoder, Recommender, chunks, compact_right, positions_from_start
+from temacli.model.layers import (
+    Recommender, StackedEncoder, chunks, compact_right, logsumexp_matmul, positions_from_start, stack_encoder_states,
+)
 
 STREAMS = ("id", "img", "tex", "tag")
 SEQS = ("X", "Y", "X+Y")
@@ -174,18 +176,33 @@ class TEMA(Recommender):
         if cfg.fusion != "none":
             self.mlp = nn.Sequential(nn.Linear(mlp_in, q), nn.GELU(), nn.Linear(q, q))  # Eq. 9
 
-        # ---- user side: one encoder per (sequence, stream), Eq. 10-11
+        # ---- user side: one encoder per (sequence, stream), Eq. 10-11. The encoders of one sequence
+        # (one per stream) share its masks and positions, so they are held as one StackedEncoder and
+        # run as batched matrix products; encoders[seq] holds stream j's weights at index j.
         self.encoders = nn.ModuleDict(
             {
-                _module_key(s, m): Encoder(q, cfg.n_blocks, cfg.n_heads, cfg.dropout, cfg.max_len, cfg.ffn)
+                _seq_key(s): StackedEncoder(len(self.streams), q, cfg.n_blocks, cfg.n_heads, cfg.dropout, cfg.max_len, cfg.ffn)
                 for s in self.seqs
-                for m in self.streams
             }
         )
+        self.encoder_impl = "stacked: one StackedEncoder per sequence, batched over the streams (torch.baddbmm)"
         self._tables: dict | None = None
 
     def config_dict(self) -> dict:
         return self.cfg.to_dict()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Model folders written before the encoders were stacked hold one encoder per (sequence,
+        stream), "encoders.XY_tag.*": stack them into "encoders.XY.*" (stream order) before loading."""
+        for s in self.seqs:
+            old = {m: f"{prefix}encoders.{_module_key(s, m)}." for m in self.streams}
+            if not any(k.startswith(old[self.streams[0]]) for k in state_dict):
+                continue
+            per_stream = [{k[len(old[m]):]: state_dict.pop(k) for k in list(state_dict) if k.startswith(old[m])}
+                          for m in self.streams]
+            for k, v in stack_encoder_states(per_stream).items():
+                state_dict[f"{prefix}encoders.{_seq_key(s)}.{k}"] = v
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ------------------------------------------------------------------ item representations
     def e_tag_all(self) -> torch.Tensor:
@@ -230,11 +247,14 @@ class TEMA(Recommender):
         return reps, inputs
 
     # ------------------------------------------------------------------ user vectors, Eq. 10-11
-    def user_vectors(self, seq: torch.Tensor, inputs: dict, local: torch.Tensor, at: torch.Tensor | None = None) -> dict:
-        """h[s][m]: L2-normalised user vectors (Eq. 11) at positions of the mixed sequence.
+    def user_states(self, seq: torch.Tensor, inputs: dict, local: torch.Tensor, at: torch.Tensor | None = None,
+                    last_only: bool = False) -> torch.Tensor:
+        """L2-normalised user vectors h^s_m (Eq. 11) as one (S, M, P, q) tensor (sequences x streams).
 
         ``local`` (B, L) indexes the rows of ``inputs`` that hold each position's item. ``at`` (P,)
-        selects flat positions ``b * L + t``; the result is then (P, q), else (B, L, q) for all.
+        selects flat positions ``b * L + t`` of the mixed sequence (default: all of them). With
+        ``last_only`` the vectors after each row's last item are computed, P = B, and the encoders run
+        their queries at that position only (inference).
         """
         B, L = seq.shape
         at = torch.arange(B * L, device=seq.device) if at is None else at
@@ -242,7 +262,8 @@ class TEMA(Recommender):
         real = seq != self.pad
         masks = {"X": is_x, "Y": real & ~is_x, "X+Y": real}
         mixed_pos = positions_from_start(real)
-        out: dict = {}
+        table = torch.stack([inputs[m] for m in self.streams])  # (M, U, q): F_m of every stream
+        out = []
         for s in self.seqs:
             valid = masks[s]
             count = valid.long().cumsum(1)  # items of this sequence at or before each position
@@ -259,16 +280,25 @@ class TEMA(Recommender):
                 idx = (width - cvalid.sum(1, keepdim=True) + count - 1).clamp(min=0)
                 idx = idx + torch.arange(B, device=seq.device)[:, None] * width
                 rows = idx.reshape(-1)[at]
-            has = (count > 0).reshape(-1)[at, None]  # no item of this sequence yet: zero vector
             ids = local if cols is None else local.gather(1, cols)
-            out[s] = {}
-            for m in self.streams:
-                y = self.encoders[_module_key(s, m)](F.embedding(ids, inputs[m]), pos, cvalid)
-                y = F.embedding(rows, y.reshape(-1, y.shape[-1])) * has
-                out[s][m] = F.normalize(y, dim=-1)
-        if at.numel() == B * L and bool((at == torch.arange(B * L, device=at.device)).all()):
-            out = {s: {m: v.view(B, L, -1) for m, v in d.items()} for s, d in out.items()}
-        return out
+            x = table.index_select(1, ids.reshape(-1)).view(len(self.streams), *ids.shape, -1)
+            if last_only:  # the last column holds the last item (right-aligned)
+                y = self.encoders[_seq_key(s)](x, pos, cvalid, last_only=True)
+                has = count[:, -1:] > 0
+            else:
+                y = self.encoders[_seq_key(s)](x, pos, cvalid, rows=rows)
+                has = (count > 0).reshape(-1)[at, None]
+            out.append(F.normalize(y * has, dim=-1))  # no item of this sequence yet: zero vector
+        return torch.stack(out)
+
+    def user_vectors(self, seq: torch.Tensor, inputs: dict, local: torch.Tensor, at: torch.Tensor | None = None) -> dict:
+        """h[s][m]: the user vectors of :meth:`user_states` keyed by sequence and stream, (P, q) each,
+        or (B, L, q) when ``at`` is None (every position)."""
+        B, L = seq.shape
+        H = self.user_states(seq, inputs, local, at)
+        if at is None:
+            H = H.view(*H.shape[:2], B, L, -1)
+        return {s: {m: H[i, j] for j, m in enumerate(self.streams)} for i, s in enumerate(self.seqs)}
 
     # ------------------------------------------------------------------ training loss, Eq. 14-15
     def forward(self, seq: torch.Tensor, target: torch.Tensor, negatives: torch.Tensor | None = None):
@@ -285,16 +315,15 @@ class TEMA(Recommender):
             local_seq = inv[:n1].view_as(seq)
             local_tgt, local_neg = inv[n1 : n1 + n2], inv[n1 + n2 :].view_as(negatives)
         reps, inputs = self.item_reps(ids)
-        h = self.user_vectors(seq, inputs, local_seq, at=keep)
+        h = self.user_states(seq, inputs, local_seq, at=keep)  # (S, M, P, q)
         inv_tau = 1.0 / self.cfg.temperature
         parts = ((0, slice(0, n_x_targets)), (1, slice(n_x_targets, None)))
         hits = {}  # per domain: (P_d, K) True where a sampled negative is the target itself
         if local_neg is not None:
             hits = {d: local_neg[d][None, :] == local_tgt[part][:, None] for d, part in parts}
         logp = []  # per stream: (S, P) log P^s_m(target)
-        for m in self.streams:
-            # (S, P, q), scaled by 1/tau once here rather than on every logit
-            H = torch.stack([h[s][m] for s in self.seqs]) * inv_tau
+        for j, m in enumerate(self.streams):
+            H = h[:, j] * inv_tau  # (S, P, q), scaled by 1/tau once here rather than on every logit
             R = F.normalize(reps[m], dim=-1)
             t_logit = (H * F.embedding(local_tgt, R)).sum(-1)
             lse = []
@@ -302,8 +331,8 @@ class TEMA(Recommender):
                 Hd = H[:, part]
                 if Hd.shape[1] == 0:
                     continue
-                if local_neg is None:
-                    lse.append(torch.logsumexp((Hd @ R[self.domain_slice(d)].T).float(), dim=-1))
+                if local_neg is None:  # full softmax over the domain (chunked when the logits are large)
+                    lse.append(logsumexp_matmul(Hd.reshape(-1, Hd.shape[-1]), R[self.domain_slice(d)]).view(Hd.shape[:2]))
                 else:  # target + shared negatives; a negative equal to the target is left out
                     logits = (Hd @ F.embedding(local_neg[d], R).T).float()
                     lse_neg = torch.logsumexp(logits.masked_fill(hits[d], float("-inf")), dim=-1)
@@ -325,16 +354,21 @@ class TEMA(Recommender):
         }
 
     @torch.no_grad()
-    def encode(self, seq: torch.Tensor, domain: torch.Tensor) -> dict:
+    def encode(self, seq: torch.Tensor, domain: torch.Tensor, last_only: bool = True) -> dict:
         """User vectors after the last history item, and each (sequence, stream) normaliser over
-        the target domain's items (so sampled candidates score exactly as in full ranking)."""
+        the target domain's items (so sampled candidates score exactly as in full ranking).
+
+        Only the last position's queries are computed (keys and values over the whole history);
+        ``last_only=False`` runs the encoders at every position and keeps the last (same result).
+        """
         if self._tables is None:
             self.prepare()
         B, L = seq.shape
-        last = torch.arange(B, device=seq.device) * L + (L - 1)
-        h = self.user_vectors(seq, self._tables["F"], seq, at=last)
-        H = torch.stack([torch.stack([h[s][m] for m in self.streams], 1) for s in self.seqs], 1)
-        H = H.float()  # (B, S, M, q)
+        if last_only:
+            h = self.user_states(seq, self._tables["F"], seq, last_only=True)
+        else:
+            h = self.user_states(seq, self._tables["F"], seq, at=torch.arange(B, device=seq.device) * L + (L - 1))
+        H = h.permute(2, 0, 1, 3).float()  # (B, S, M, q)
         tau = self.cfg.temperature
         lse = torch.empty(H.shape[:3], device=H.device)
         for d in (0, 1):
@@ -402,9 +436,15 @@ def _key(s: str, m: str) -> str:
     return f"{s}/{m}"
 
 
+def _seq_key(s: str) -> str:
+    """Name of a sequence's StackedEncoder in the state dict, e.g. "XY" for S^{X+Y}."""
+    return s.replace("+", "")
+
+
 def _module_key(s: str, m: str) -> str:
-    """Name of its encoder in the state dict, e.g. "XY_tag"."""
-    return f"{s.replace('+', '')}_{m}"
+    """Name of one (sequence, stream) encoder in the per-encoder state-dict layout of earlier
+    model folders, e.g. "XY_tag" (converted on loading, see ``TEMA._load_from_state_dict``)."""
+    return f"{_seq_key(s)}_{m}"
 
 
 def _frozen(array, n: int, dim: int, what: str) -> torch.Tensor:
