@@ -12,8 +12,10 @@ Fixtures:
   ``pytestmark = pytest.mark.usefixtures("llm_env")``.
 * ``make_dataset(root, name="data", **options) -> Path``: a tiny food/kitchen dataset folder
   ``root/name``, built by the project's own writer (``temacli.data.split.split_dataset``) from a
-  generated interactions and items CSV, so its manifest is always the real one. Session-scoped, so
-  module- and session-scoped fixtures can use it too. Options: see :func:`build_dataset`.
+  generated interactions log and items file, so its manifest is always the real one. Random or
+  patterned logs over ``f000.., k000..`` items, a slice of the shared real log, or given item rows
+  (titles, descriptions, images). Session-scoped, so module- and session-scoped fixtures can use it
+  too. Options: see :func:`build_dataset`.
 * ``tiny_model``: one TEMA model folder trained once per session through ``temacli train``
   (2 epochs, q=16, ID stream only) on ``make_dataset(pattern=True)``, for tests that need *a*
   trained model; ``tiny_model.data`` and ``tiny_model.model`` are the two folders. Read, never write.
@@ -97,9 +99,10 @@ def _write_csv(path: Path, header, rows) -> Path:
     return path
 
 
-def _synthetic_log(n_users, n_food, n_kitchen, length, pattern, food_only_every, seed) -> list[tuple]:
+def _synthetic_log(domains, n_users, n_food, n_kitchen, length, pattern, food_only_every, seed) -> list[tuple]:
     import numpy as np
 
+    x, y = domains
     rng = np.random.default_rng(seed)
     rows = []
     for u in range(n_users):
@@ -107,13 +110,13 @@ def _synthetic_log(n_users, n_food, n_kitchen, length, pattern, food_only_every,
         for j in range(n):
             if pattern:  # f_i, k_i, f_{i+1}, k_{i+1}, ... from i = u mod n_food
                 i = u % n_food + j // 2
-                dom, k = ("food", i % n_food) if j % 2 == 0 else ("kitchen", i % n_kitchen)
+                dom, k = (x, i % n_food) if j % 2 == 0 else (y, i % n_kitchen)
             else:
                 if food_only_every and u % food_only_every == 0:  # one domain until the target
-                    dom = "kitchen" if j == n - 1 else "food"
+                    dom = y if j == n - 1 else x
                 else:  # 3 food, 3 kitchen, then either
-                    dom = "food" if (j < 3 or (j >= 6 and rng.random() < 0.5)) else "kitchen"
-                k = int(rng.integers(0, n_food if dom == "food" else n_kitchen))
+                    dom = x if (j < 3 or (j >= 6 and rng.random() < 0.5)) else y
+                k = int(rng.integers(0, n_food if dom == x else n_kitchen))
             rows.append((f"U{u:03d}", f"{dom[0]}{k:03d}", dom, 1000 + j))
     return rows
 
@@ -135,6 +138,35 @@ def _real_log(path: Path, n_users: int) -> Path:
     return path
 
 
+def _given_items_log(rows, ids, n_users, length) -> list[tuple]:
+    """User u visits the given items u, u+1, ... (cyclically), ``length`` of them in all; the last two
+    (the valid and test targets) come from a domain with two items or more, which negatives need."""
+    n = len(rows)
+    per_domain = {d: sum(r[0] == d for r in rows) for d in {r[0] for r in rows}}
+    targets = [i for i, r in enumerate(rows) if per_domain[r[0]] >= 2]
+    if not targets or length < 3:
+        raise ValueError("make_dataset: items= needs a domain with 2 items or more, and length >= 3")
+    seqs = [[(u + j) % n for j in range(length - 2)] + [targets[(u + j) % len(targets)] for j in (0, 1)]
+            for u in range(n_users)]
+    if len({i for s in seqs for i in s}) < n:
+        raise ValueError(f"make_dataset: {n_users} users x {length} interactions do not reach all {n} items")
+    return [(f"U{u:03d}", ids[i], rows[i][0], 1000 + j) for u, s in enumerate(seqs) for j, i in enumerate(s)]
+
+
+def _given_items_file(path: Path, rows, ids) -> Path:
+    """The rows as an items Parquet file (None stays null, any text stays as it is)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    width = max(len(r) for r in rows)
+    cols = {"item_id": pa.array(ids, pa.string()), "domain": [r[0] for r in rows], "title": [r[1] for r in rows]}
+    for k, col in ((2, "description"), (3, "image")):
+        if width > k:
+            cols[col] = pa.array([None if len(r) <= k or r[k] is None else str(r[k]) for r in rows], pa.string())
+    pq.write_table(pa.table(cols), path)
+    return path
+
+
 def build_dataset(
     root: Path,
     name: str = "data",
@@ -146,44 +178,64 @@ def build_dataset(
     pattern: bool = False,
     food_only_every: int = 0,
     real: bool = False,
+    items: list[tuple] | None = None,
+    item_ids: list[str] | None = None,
     with_items: bool = True,
+    domains: tuple[str, str] = ("food", "kitchen"),
     split: str = "loo",
     eval_users_frac: float = 1.0,
     min_user: int = 5,
     min_per_domain: int = 1,
     seed: int = 0,
 ) -> Path:
-    """Write ``root/name-log.csv`` (and ``root/name-items.csv``), split them into ``root/name``.
+    """Write ``root/<name>-log.csv`` and ``root/<name>-items.*``, split them into ``root/<name>``.
 
-    The log has ``n_users`` users ``U000..`` over food items ``f000..`` and kitchen items ``k000..``
-    at times 1000, 1001, ...; each user has ``length`` interactions, or a number drawn from
-    ``range(*length)`` when it is a pair. By default a user has 3 food, then 3 kitchen, then random
-    items of either domain. ``pattern``: every user walks the cycle food_i -> kitchen_i ->
-    food_{i+1} -> ..., so the next item is a function of the last one (a model can learn it exactly).
-    ``food_only_every=k``: every k-th user (0, k, ...) has food items only, up to a kitchen target.
-    ``real``: the first ``n_users`` users of the shared amazon-food-kitchen log and its items file
-    instead (skips the test when the shared data is absent). ``with_items=False``: no items file
-    (empty titles). The remaining options are ``SplitOptions``' (domains food, kitchen).
+    Generated log (the default): ``n_users`` users ``U000..`` over items ``f000..`` (``n_food`` of
+    domain X) and ``k000..`` (``n_kitchen`` of domain Y) titled "Food k"/"Kitchen k", at times 1000,
+    1001, ...; each user has ``length`` interactions, or a number drawn from ``range(*length)`` when
+    it is a pair. By default a user has 3 X items, then 3 Y items, then random items of either domain.
+
+    * ``pattern``: every user walks the cycle X_i -> Y_i -> X_{i+1} -> ... from i = u mod n_food, so
+      the next item is a function of the last one (a model can learn it exactly).
+    * ``food_only_every=k``: every k-th user (0, k, ...) has X items only, up to a Y target.
+    * ``real``: the first ``n_users`` users of the shared amazon-food-kitchen log and its items file
+      (skips the test when the shared data is absent; pass ``min_user=10, min_per_domain=3`` for the
+      command's defaults).
+    * ``items``: the item rows ``(domain, title[, description[, image]])``, X rows first, with ids
+      ``item_ids`` (default ``I0000, I0001, ...``, which keep row k as item index k); user u then visits
+      items u, u+1, ... cyclically, then two targets from a domain with 2 items or more (``length``
+      interactions in all), and the items file is Parquet (None stays null). A domain may have no
+      items (``min_per_domain=0``) or one (it then has no targets).
+    * ``with_items=False``: no items file (empty titles).
+
+    The remaining options are ``SplitOptions``'. Returns the dataset folder.
     """
     from temacli.data.split import SplitOptions, split_dataset
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     log = root / f"{name}-log.csv"
+    header = ("user_id", "item_id", "domain", "timestamp")
     if real:
         _real_log(log, n_users)
-        items = AFK / "items.csv"
+        items_file = AFK / "items.csv"
+    elif items is not None:
+        ids = list(item_ids) if item_ids is not None else [f"I{i:04d}" for i in range(len(items))]
+        if isinstance(length, tuple):
+            raise ValueError("make_dataset: with items=, length is one number")
+        _write_csv(log, header, _given_items_log(items, ids, n_users, length))
+        items_file = _given_items_file(root / f"{name}-items.parquet", items, ids)
     else:
-        rows = _synthetic_log(n_users, n_food, n_kitchen, length, pattern, food_only_every, seed)
-        _write_csv(log, ("user_id", "item_id", "domain", "timestamp"), rows)
-        items = _write_csv(
+        rows = _synthetic_log(domains, n_users, n_food, n_kitchen, length, pattern, food_only_every, seed)
+        _write_csv(log, header, rows)
+        items_file = _write_csv(
             root / f"{name}-items.csv", ("item_id", "domain", "title"),
-            [(f"f{k:03d}", "food", f"Food {k}") for k in range(n_food)]
-            + [(f"k{k:03d}", "kitchen", f"Kitchen {k}") for k in range(n_kitchen)],
+            [(f"{domains[0][0]}{k:03d}", domains[0], f"{domains[0].capitalize()} {k}") for k in range(n_food)]
+            + [(f"{domains[1][0]}{k:03d}", domains[1], f"{domains[1].capitalize()} {k}") for k in range(n_kitchen)],
         )
-    opts = SplitOptions(domains=("food", "kitchen"), split=split, min_user=min_user, min_per_domain=min_per_domain,
+    opts = SplitOptions(domains=tuple(domains), split=split, min_user=min_user, min_per_domain=min_per_domain,
                         seed=seed, eval_users_frac=eval_users_frac)
-    split_dataset(log, items if with_items else None, root / name, opts)
+    split_dataset(log, items_file if with_items else None, root / name, opts)
     return root / name
 
 

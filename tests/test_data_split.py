@@ -366,3 +366,16 @@ def test_titles_have_html_entities_decoded(small_log, tmp_path):
     split_dataset(log, items, tmp_path / "d", opts())
     titles = Dataset.open(tmp_path / "d").items.column("title").to_pylist()
     assert "Salt & Pepper" in titles
+
+
+def test_items_file_descriptions_and_images_kept(tmp_path, make_dataset):
+    rows = [("food", "Green Tea &amp; Honey ", "a hot drink", "img/tea.png"), ("food", "Rice", None, None),
+            ("food", "", "untitled", None), ("kitchen", "Pan", None, "img/pan.jpg"), ("kitchen", "Pot")]
+    ds = Dataset.open(make_dataset(tmp_path, items=rows, n_users=6, length=8))
+    t = ds.items
+    assert (ds.n_x, ds.n_y) == (3, 2) and t.column("item_id").to_pylist() == [f"I{i:04d}" for i in range(5)]
+    assert t.column("title").to_pylist() == ["Green Tea & Honey", "Rice", "", "Pan", "Pot"]
+    assert t.column("description").to_pylist() == ["a hot drink", None, "untitled", None, None]
+    assert t.column("image").to_pylist() == ["img/tea.png", None, None, "img/pan.jpg", None]
+    report = json.loads((ds.path / "report.json").read_text())
+    assert report["items_without_title"] == 1 and report["items_missing_from_items_table"] == 0
