@@ -15,7 +15,7 @@ Fixtures:
   generated interactions log and items file, so its manifest is always the real one. Random or
   patterned logs over ``f000.., k000..`` items, a slice of the shared real log, or given item rows
   (titles, descriptions, images). Session-scoped, so module- and session-scoped fixtures can use it
-  too. Options: see :func:`build_dataset`.
+  too. Options: see :func:`write_dataset`; ``preset="eval"`` gives the evaluation tests' shape.
 * ``tiny_model``: one TEMA model folder trained once per session through ``temacli train``
   (2 epochs, q=16, ID stream only) on ``make_dataset(pattern=True)``, for tests that need *a*
   trained model; ``tiny_model.data`` and ``tiny_model.model`` are the two folders. Read, never write.
@@ -167,7 +167,25 @@ def _given_items_file(path: Path, rows, ids) -> Path:
     return path
 
 
+# shapes some test files share: `make_dataset(root, preset="eval")` (options given as well win)
+PRESETS = {
+    # the evaluation tests' log: 30 users of 10..15 items, every fifth one with food only before its target
+    "eval": dict(n_users=30, n_food=25, n_kitchen=30, length=(10, 16), food_only_every=5),
+}
+
+
 def build_dataset(
+    root: Path,
+    name: str = "data",
+    *,
+    preset: str | None = None,
+    **options,
+) -> Path:
+    """:func:`write_dataset` with the options of ``PRESETS[preset]`` under the ``options`` given."""
+    return write_dataset(root, name, **{**(PRESETS[preset] if preset else {}), **options})
+
+
+def write_dataset(
     root: Path,
     name: str = "data",
     *,
@@ -241,7 +259,7 @@ def build_dataset(
 
 @pytest.fixture(scope="session")
 def make_dataset():
-    """``make_dataset(root, name="data", **options) -> Path`` (see :func:`build_dataset`)."""
+    """``make_dataset(root, name="data", preset=None, **options) -> Path`` (see :func:`write_dataset`)."""
     return build_dataset
 
 
