@@ -114,11 +114,10 @@ def evaluate_cached(model_dir: str | Path, data_dir: str | Path | None = None, r
     from temacli.evaluation import evaluate as ev
     from temacli.evaluation.checks import check_eval_options
 
-    ks = check_eval_options(opts.get("split", "test"), opts.get("protocol", "sampled"), opts.get("batch_size", 256),
-                            opts.get("chunk_size", 32768), opts.get("cold_threshold", ev.DEFAULT_COLD_THRESHOLD),
-                            opts.get("ks"))
-    p = params(opts.get("split", "test"), opts.get("protocol", "sampled"), opts.get("exclude_history", True), ks,
-               opts.get("weights", ev.DEFAULT_WEIGHTS), opts.get("cold_threshold", ev.DEFAULT_COLD_THRESHOLD))
+    o = ev.scorer_options(**{k: v for k, v in opts.items() if k not in ("device", "loader", "weights")})
+    ks = check_eval_options(o["split"], o["protocol"], o["batch_size"], o["chunk_size"], o["cold_threshold"], o["ks"])
+    p = params(o["split"], o["protocol"], o["exclude_history"], ks, opts.get("weights", ev.DEFAULT_WEIGHTS),
+               o["cold_threshold"])
     if not recompute:
         found, note = lookup(model_dir, data_dir, p)
         if found is not None:

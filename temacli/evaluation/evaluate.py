@@ -16,6 +16,7 @@ history type and target popularity (:mod:`temacli.evaluation.slices`).
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ import numpy as np
 from temacli import artifacts
 from temacli.errors import TemacliError
 from temacli.progress import SILENT, Progress
-from temacli.evaluation.checks import check_eval_sizes
+from temacli.evaluation.checks import check_eval_options, check_eval_sizes
 from temacli.evaluation.metrics import (diagnostics_by_domain, metric_names, parse_ks, summarize_by_domain,
                                         tie_warning)
 from temacli.evaluation.protocols import full_rank_stats, sampled_rank_stats
@@ -207,43 +208,44 @@ def evaluate_scorer(
     return _clean(result)
 
 
+# evaluate_scorer's options and their defaults (what evaluate and the saved-result lookup accept)
+SCORER_OPTIONS = {n: p.default for n, p in inspect.signature(evaluate_scorer).parameters.items()
+                  if n not in ("scorer", "dataset", "model")}
+
+
 def evaluate(
     model_dir: str | Path,
     data_dir: str | Path | None = None,
-    split: str = "test",
-    protocol: str = "sampled",
-    exclude_history: bool = True,
-    batch_size: int = 256,
-    chunk_size: int = 32768,
-    cold_threshold: int = DEFAULT_COLD_THRESHOLD,
     device: str = "auto",
-    progress: Progress = SILENT,
     loader=None,
     weights: str = DEFAULT_WEIGHTS,
-    ks: Sequence[int] | None = None,
+    **options: Any,
 ) -> dict:
     """Load a model folder and its dataset, check they belong together, evaluate.
 
-    ``weights``: the weight file in the model folder, or ``per-domain`` (each domain's targets
-    ranked by that domain's best-validation weights, C2DSR's model selection). Option values are
-    checked before anything is loaded.
+    ``options`` are :func:`evaluate_scorer`'s (``split``, ``protocol``, ``exclude_history``,
+    ``batch_size``, ``chunk_size``, ``cold_threshold``, ``ks``, ``progress``); their values are
+    checked before anything is loaded. ``weights``: the weight file in the model folder, or
+    ``per-domain`` (each domain's targets ranked by that domain's best-validation weights).
     """
-    if protocol not in PROTOCOLS:
-        raise TemacliError(f"unknown protocol '{protocol}'; choose one of {', '.join(PROTOCOLS)}")
-    if split not in EVAL_SPLITS:
-        raise TemacliError(f"cannot evaluate on split '{split}'; choose one of {', '.join(EVAL_SPLITS)}")
-    check_eval_sizes(batch_size, chunk_size, cold_threshold)
-    ks = parse_ks(ks) if ks is not None else None
+    opts = scorer_options(**options)
+    opts["ks"] = check_eval_options(opts["split"], opts["protocol"], opts["batch_size"], opts["chunk_size"],
+                                    opts["cold_threshold"], opts["ks"])
     t0 = time.perf_counter()
     trained, dataset = open_model_and_data(model_dir, data_dir, device, loader, weights=weights)
     load_s = time.perf_counter() - t0
-    result = evaluate_scorer(
-        trained, dataset, split=split, protocol=protocol, exclude_history=exclude_history,
-        batch_size=batch_size, chunk_size=chunk_size, cold_threshold=cold_threshold,
-        model=model_info(trained, model_dir, weights, dataset.domains), progress=progress, ks=ks,
-    )
+    result = evaluate_scorer(trained, dataset, model=model_info(trained, model_dir, weights, dataset.domains), **opts)
     result["timing"]["load_seconds"] = round(load_s, 3)
     return result
+
+
+def scorer_options(**options: Any) -> dict:
+    """``options`` completed with :func:`evaluate_scorer`'s defaults; an unknown name is refused."""
+    unknown = sorted(set(options) - set(SCORER_OPTIONS))
+    if unknown:
+        raise TypeError(f"evaluate() got unexpected option(s) {', '.join(unknown)}; "
+                        f"choose from {', '.join(SCORER_OPTIONS)}")
+    return {n: options.get(n, default) for n, default in SCORER_OPTIONS.items()}
 
 
 # ----------------------------------------------------------------------------- saved results

@@ -51,6 +51,7 @@ class RankStats:
     nan_candidates: np.ndarray
     nan_target: np.ndarray
     n_candidates: np.ndarray
+    rows: np.ndarray  # the split rows these arrays are aligned with
 
 
 def _advance(progress, n: int) -> None:
@@ -98,28 +99,21 @@ def sampled_rank_stats(
         nan_t[part] = np.isnan(scores[:, 0])
         _advance(progress, len(sel))
     n_cand = np.full(len(rows), int(np.asarray(candidates).shape[1]), dtype=np.int64)
-    return RankStats(ranks, ties, nan_c, nan_t, n_cand)
+    return RankStats(ranks, ties, nan_c, nan_t, n_cand, rows)
 
 
-def sampled_ranks(
-    scorer: Scorer,
-    split,
-    candidates: np.ndarray,
-    batch_size: int = 512,
-    rows: np.ndarray | None = None,
-    progress=None,
-    nan_rows: list | None = None,
-) -> np.ndarray:
+def sampled_ranks(scorer: Scorer, split, candidates: np.ndarray, *args, nan_rows: list | None = None,
+                  **kwargs) -> np.ndarray:
     """Rank of each row's target among its stored negatives (1 = best; ties favour the target).
 
-    Returns int64 ranks aligned with ``rows`` (all rows by default). When ``nan_rows`` is a list,
-    the split rows whose target scored NaN (ranked last) are appended to it. See
-    :func:`sampled_rank_stats` for the tie and NaN counts.
+    The arguments after ``candidates`` are :func:`sampled_rank_stats`'s (``batch_size=512``,
+    ``rows=None``, ``progress=None``). Returns int64 ranks aligned with ``rows`` (all rows by
+    default). When ``nan_rows`` is a list, the split rows whose target scored NaN (ranked last) are
+    appended to it.
     """
-    rows_ = np.arange(len(split)) if rows is None else np.asarray(rows, dtype=np.int64)
-    st = sampled_rank_stats(scorer, split, candidates, batch_size=batch_size, rows=rows_, progress=progress)
+    st = sampled_rank_stats(scorer, split, candidates, *args, **kwargs)
     if nan_rows is not None:
-        nan_rows.extend(int(i) for i in rows_[st.nan_target])
+        nan_rows.extend(int(i) for i in st.rows[st.nan_target])
     return st.ranks
 
 
@@ -166,33 +160,24 @@ def full_rank_stats(
             out["n_candidates"][pos] = r.n_candidates
             nan_t[pos] = np.isnan(r.target_score)
             _advance(progress, b)
-    return RankStats(out["ranks"], out["ties"], out["nan_candidates"], nan_t, out["n_candidates"])
+    return RankStats(out["ranks"], out["ties"], out["nan_candidates"], nan_t, out["n_candidates"], rows)
 
 
-def full_ranks(
-    scorer: Scorer,
-    split,
-    domain_ranges: tuple[tuple[int, int], tuple[int, int]],
-    rows: np.ndarray | None = None,
-    exclude_history: bool = True,
-    batch_size: int = 256,
-    chunk_size: int = DEFAULT_CHUNK,
-    progress=None,
-    nan_rows: list | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+def full_ranks(scorer: Scorer, split, domain_ranges: tuple[tuple[int, int], tuple[int, int]], *args,
+               nan_rows: list | None = None, **kwargs) -> tuple[np.ndarray, np.ndarray]:
     """Rank of each row's target among *all* items of its domain (1 = best; ties favour the target).
 
-    Memory stays at ``batch_size x chunk_size`` scores whatever the catalogue size; each chunk is
-    scored together with the batch's targets. Returns ``(ranks, n_candidates)``: int64 ranks aligned
-    with ``rows`` and the number of items each target was ranked against (the domain's items minus
-    the target and excluded history items). A NaN target score ranks last (its row is appended to
-    ``nan_rows`` when given); NaN item scores never beat the target. See :func:`full_rank_stats`.
+    The arguments after ``domain_ranges`` are :func:`full_rank_stats`'s (``rows``,
+    ``exclude_history=True``, ``batch_size=256``, ``chunk_size``, ``progress``). Memory stays at
+    ``batch_size x chunk_size`` scores whatever the catalogue size; each chunk is scored together
+    with the batch's targets. Returns ``(ranks, n_candidates)``: int64 ranks aligned with ``rows``
+    and the number of items each target was ranked against (the domain's items minus the target
+    and excluded history items). A NaN target score ranks last (its row is appended to
+    ``nan_rows`` when given); NaN item scores never beat the target.
     """
-    rows_ = np.arange(len(split)) if rows is None else np.asarray(rows, dtype=np.int64)
-    st = full_rank_stats(scorer, split, domain_ranges, rows=rows_, exclude_history=exclude_history,
-                         batch_size=batch_size, chunk_size=chunk_size, progress=progress)
+    st = full_rank_stats(scorer, split, domain_ranges, *args, **kwargs)
     if nan_rows is not None:
-        nan_rows.extend(int(i) for i in rows_[st.nan_target])
+        nan_rows.extend(int(i) for i in st.rows[st.nan_target])
     return st.ranks, st.n_candidates
 
 
