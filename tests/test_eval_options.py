@@ -86,6 +86,7 @@ def test_cli_ks_and_llmcdsr_layout(runs, capsys):
     (["--chunk-size", "0"], "--chunk-size 0: must be between 1 and 16777216"),
     (["--cold-threshold", "-1"], "--cold-threshold -1: must be between 0 and 1000000000"),
     (["--recompute"], "--recompute goes with --compare"),
+    (["--device", "gpu"], "--device gpu: choose auto, cpu, cuda or cuda:N"),
 ])
 def test_bad_values_are_refused_before_any_work(runs, capsys, monkeypatch, args, needle):
     ds, a, _, model = runs

@@ -95,7 +95,7 @@ def eval_cmd(
     from temacli.evaluation import evaluate as ev
     from temacli.evaluation import report
     from temacli.artifacts import check_output
-    from temacli.evaluation.checks import check_eval_options
+    from temacli.evaluation.checks import check_device, check_eval_options
     from temacli.evaluation.metrics import LLMCDSR_KS, metric_names
 
     # every option value and output path is checked before any model is loaded
@@ -106,6 +106,7 @@ def eval_cmd(
     if ks is None and layout == "llmcdsr":
         ks = ",".join(map(str, LLMCDSR_KS))
     ks_t = check_eval_options(split, protocol, batch_size, chunk_size, cold_threshold, ks)
+    check_device(device)
     if layout == "llmcdsr":
         missing = [k for k in LLMCDSR_KS if k not in ks_t]
         if missing:

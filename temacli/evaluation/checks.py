@@ -60,3 +60,11 @@ def check_eval_options(split: str, protocol: str, batch_size: int, chunk_size: i
         raise TemacliError(f"cannot evaluate on split '{split}'; choose one of {', '.join(EVAL_SPLITS)}")
     check_eval_sizes(batch_size, chunk_size, cold_threshold)
     return parse_ks(ks) if ks is not None else None
+
+
+def check_device(device: str) -> str:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (spelling only; whether CUDA is there is checked on loading)."""
+    d = str(device).strip()
+    if d in ("auto", "cpu", "cuda") or (d.startswith("cuda:") and d[5:].isdigit()):
+        return d
+    raise TemacliError(f"--device {device}: choose auto, cpu, cuda or cuda:N")
