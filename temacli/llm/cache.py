@@ -6,8 +6,9 @@ per successful reply, committed as soon as the reply arrives. A run that is inte
 makes no repeated calls, so its output is the output of an uninterrupted run.
 
 The key is ``sha256`` of the canonical JSON of everything that decides a reply: the model string,
-the messages, temperature, max_tokens and the response format / JSON schema. The endpoint
-(``--api-base``) is *not* part of the key: a fleet of servers with one model shares the cache.
+the messages, temperature, max_tokens, the response format / JSON schema and the endpoints
+(``--api-base``, without credentials, sorted): another server behind the same model string gets its
+own entries, while a command that spreads one fleet of servers keeps its entries across runs.
 Keys and headers never enter the cache.
 """
 
@@ -42,9 +43,10 @@ def default_cache_path() -> Path:
     return Path(xdg) / "temacli" / "llm-cache.sqlite"
 
 
-def request_key(model: str, messages: list[dict], params: dict[str, Any]) -> str:
-    """The cache key of one request (hex sha256 of its canonical JSON)."""
-    blob = json.dumps({"model": model, "messages": messages, "params": params}, sort_keys=True, ensure_ascii=False)
+def request_key(model: str, messages: list[dict], params: dict[str, Any], endpoint: list[str] | None = None) -> str:
+    """The cache key of one request (hex sha256 of its canonical JSON), endpoint included."""
+    blob = json.dumps({"model": model, "messages": messages, "params": params, "endpoint": endpoint or []},
+                      sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

@@ -237,10 +237,54 @@ def classify(exc: BaseException) -> str:
     return "fail"
 
 
-def _one_line(exc: BaseException) -> str:
-    msg = f"{type(exc).__name__}: {exc}"
-    msg = " ".join(msg.split())
-    return redact(msg[:300])
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    """The exception as one line, redacted, cut at a word boundary (with an ellipsis) past ``limit``."""
+    msg = redact(" ".join(f"{type(exc).__name__}: {exc}".split()))
+    if len(msg) > limit:
+        msg = msg[:limit].rsplit(" ", 1)[0] + " …"
+    return msg
+
+
+_CONNECTION = re.compile(r"connection (error|refused|reset|aborted)|connect(ion)? ?error|cannot connect|"
+                         r"failed to establish|remote end closed|server disconnected|name or service not known|"
+                         r"nodename nor servname|all connection attempts failed", re.I)
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    names = {c.__name__ for c in type(exc).__mro__}
+    if names & {"APIConnectionError", "ConnectError", "ConnectionError", "ConnectionRefusedError",
+                "RemoteProtocolError", "ServerDisconnectedError"}:
+        return True
+    return bool(_CONNECTION.search(str(exc)))
+
+
+def connection_message(settings: "LLMSettings") -> str:
+    """One whole line for a refused or closed connection: which URL, what to check."""
+    if settings.api_base:
+        where = ", ".join(public_url(b) for b in settings.api_base)
+        return (f"cannot connect to {where} (connection refused or closed): is the server running and "
+                f"listening there, and is --api-base right (an OpenAI-compatible server's URL usually ends in /v1)?")
+    return (f"cannot connect to the provider of {settings.model} (connection refused or closed): check the "
+            "network, or pass --api-base for a server of your own")
+
+
+# providers that send an OpenAI-style key; a server of your own behind --api-base often needs none
+_OPENAI_STYLE = {"openai": "OPENAI_API_KEY", "hosted_vllm": "HOSTED_VLLM_API_KEY", "openai_like": "OPENAI_API_KEY",
+                 "text-completion-openai": "OPENAI_API_KEY", "lm_studio": "LM_STUDIO_API_KEY",
+                 "llamafile": "LLAMAFILE_API_KEY"}
+PLACEHOLDER_KEY = "sk-no-key-needed"
+
+
+def placeholder_key(settings: "LLMSettings") -> str | None:
+    """A placeholder key for an OpenAI-style model behind --api-base when the environment has none
+    (local servers such as ollama, vLLM and llama.cpp accept any key, but the client refuses to send
+    none); sent to those endpoints only, never to the provider's own API."""
+    if not settings.api_base:
+        return None
+    env = _OPENAI_STYLE.get(settings.model.split("/", 1)[0])
+    if env is None or os.environ.get(env):
+        return None
+    return PLACEHOLDER_KEY
 
 
 # ----------------------------------------------------------------------------- client
@@ -274,14 +318,19 @@ class LLMClient:
     def key(self, req: Request) -> str:
         from temacli.llm.cache import request_key
 
-        return request_key(self.s.model, req.messages, self._params(req))
+        return request_key(self.s.model, req.messages, self._params(req), endpoint=self._endpoint())
+
+    def _endpoint(self) -> list[str]:
+        """The endpoints as they enter the cache key (without credentials; sorted, so a fleet shares entries)."""
+        return sorted(public_url(b).rstrip("/") for b in self.s.api_base)
 
     def _get_router(self, litellm):
         if self._router is None:
             model_list = [
                 {
                     "model_name": "temacli",
-                    "litellm_params": {"model": self.s.model, "api_base": b},
+                    "litellm_params": {"model": self.s.model, "api_base": b,
+                                       **({"api_key": key} if (key := placeholder_key(self.s)) else {})},
                 }
                 for b in self.s.api_base
             ]
@@ -304,6 +353,9 @@ class LLMClient:
         else:
             if self.s.api_base:
                 kw["api_base"] = self.s.api_base[0]
+                key = placeholder_key(self.s)
+                if key is not None:
+                    kw["api_key"] = key
             resp = await litellm.acompletion(model=self.s.model, **kw)
         choice = resp.choices[0]
         text = getattr(choice.message, "content", None)
@@ -328,7 +380,8 @@ class LLMClient:
                         "environment (e.g. OPENAI_API_KEY)"
                     ) from None
                 if kind == "fail" or attempts > self.s.max_retries:
-                    return Result(req.id, None, error=_one_line(exc), attempts=attempts)
+                    error = connection_message(self.s) if is_connection_error(exc) else _one_line(exc)
+                    return Result(req.id, None, error=error, attempts=attempts)
                 self.stats.retries += 1
                 reason = type(exc).__name__
                 self.stats.retry_reasons[reason] = self.stats.retry_reasons.get(reason, 0) + 1

@@ -298,9 +298,11 @@ def generate_tags(
     if n_parsed == 0:
         artifacts.write_json(report, report_path)
         first = next((r.error for r in ordered if r.error), "")
+        if all(r.status == "failed" for r in ordered):
+            raise TemacliError(f"tags generate {domain}: all {runs} runs failed: {first} (report: {report_path})")
         raise TemacliError(
             f"tags generate {domain}: none of the {runs} runs gave a readable tag list (first problem: "
-            f"{first[:160]}; see {report_path}); check --model, or try --response-format json / none"
+            f"{first}; see {report_path}); check --model, or try --response-format json / none"
         )
     hyg: dict = {}
     ground_info: dict = {}

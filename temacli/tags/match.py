@@ -780,7 +780,7 @@ def merge_shards(parts: list[str | Path], out: str | Path) -> dict:
         p = Path(p)
         if p.is_dir():
             p = p / "item_tags.parquet"
-        load_item_tags(p)  # validates the table, the vocabulary and their fingerprints
+        load_item_tags(p, allow_empty=True)  # validates the table, the vocabulary and their fingerprints
         m = artifacts.read_manifest(p, stage=STAGE, fix=ITEM_TAGS.fix)
         manifests.append((p, m))
         tables.append(artifacts.read_table(p, ITEM_TAGS))

@@ -67,7 +67,51 @@ class ItemTags:
     manifest: dict
 
 
-def load_item_tags(path: str | Path, dataset=None) -> ItemTags:
+def _first(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+def check_item_tags(path, item, tag, score, weight, n_tags: int, represent: str | None, allow_empty: bool = False) -> None:
+    """The ITEM_TAGS promises, checked where the file is read (one line naming the file and row):
+    at least one row; item >= 0; tag_index in the vocabulary; scores finite in 1-100; weights finite in
+    (0, 1]; one row per (item, tag); each item's weights sum to 1 (every representation of
+    ``temacli.tags.represent`` promises it; onehot: exactly one row per item)."""
+    fix = ITEM_TAGS.fix
+    if item.size == 0:
+        if allow_empty:
+            return
+        raise TemacliError(f"{path}: has no rows (no item got a tag), so it cannot be used; look at the report "
+                           f"beside it and rerun `temacli tags match`")
+    checks = (
+        (item < 0, "item index is negative"),
+        ((tag < 0) | (tag >= n_tags), f"tag_index outside the vocabulary (0..{n_tags - 1})"),
+        (~np.isfinite(score) | (score < 1) | (score > 100), "score is not a number in 1-100"),
+        (~np.isfinite(weight) | (weight <= 0) | (weight > 1 + 1e-6), "weight is not a number in (0, 1]"),
+    )
+    for bad, what in checks:
+        if bad.any():
+            r = _first(bad)
+            raise TemacliError(f"{path}: row {r} (item {item[r]}, tag_index {tag[r]}, score {score[r]}, "
+                               f"weight {weight[r]}): {what}; {fix}")
+    order = np.lexsort((tag, item))
+    i_s, t_s = item[order], tag[order]
+    dup = (i_s[1:] == i_s[:-1]) & (t_s[1:] == t_s[:-1])
+    if dup.any():
+        r = int(order[1:][dup][0])
+        raise TemacliError(f"{path}: row {r}: (item {item[r]}, tag_index {tag[r]}) appears twice; {fix}")
+    uniq, inv, counts = np.unique(item, return_inverse=True, return_counts=True)
+    sums = np.bincount(inv, weights=weight.astype(np.float64))
+    off = np.abs(sums - 1.0) > 1e-3
+    if off.any():
+        k = _first(off)
+        raise TemacliError(f"{path}: the weights of item {uniq[k]} sum to {sums[k]:.6g}, not 1 (every "
+                           f"representation's weights sum to 1 per item); {fix}")
+    if represent == "onehot" and (counts > 1).any():
+        k = _first(counts > 1)
+        raise TemacliError(f"{path}: item {uniq[k]} has {counts[k]} tags under --represent onehot (one expected); {fix}")
+
+
+def load_item_tags(path: str | Path, dataset=None, allow_empty: bool = False) -> ItemTags:
     """Read item_tags.parquet and the vocabulary beside it; check they belong to ``dataset``."""
     path = Path(path)
     if path.is_dir():
@@ -89,8 +133,10 @@ def load_item_tags(path: str | Path, dataset=None) -> ItemTags:
     vocab = [vocab_t.column("tag").to_pylist()[i] for i in order]
     item = table.column("item").to_numpy().astype(np.int64)
     tag = table.column("tag_index").to_numpy().astype(np.int64)
-    if tag.size and (tag.min() < 0 or tag.max() >= len(vocab)):
-        raise TemacliError(f"{path}: tag_index outside the vocabulary (0..{len(vocab) - 1}); {fix}")
+    weight = table.column("weight").to_numpy().astype(np.float32)
+    score = table.column("score").to_numpy().astype(np.float32)
+    check_item_tags(path, item, tag, score, weight, len(vocab), manifest.get("params", {}).get("represent"),
+                    allow_empty)
     if dataset is not None:
         from temacli.data.dataset import check_items_fingerprint
 
@@ -101,7 +147,7 @@ def load_item_tags(path: str | Path, dataset=None) -> ItemTags:
     return ItemTags(
         item=item,
         tag=tag,
-        weight=table.column("weight").to_numpy().astype(np.float32),
+        weight=weight,
         n_tags=len(vocab),
         vocab=vocab,
         manifest=manifest,
