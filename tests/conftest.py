@@ -19,6 +19,9 @@ Fixtures:
 * ``tiny_model``: one TEMA model folder trained once per session through ``temacli train``
   (2 epochs, q=16, ID stream only) on ``make_dataset(pattern=True)``, for tests that need *a*
   trained model; ``tiny_model.data`` and ``tiny_model.model`` are the two folders. Read, never write.
+* ``trained_runs``: a patterned dataset with features and tags, and a TEMA (all four streams) and a
+  SASRec model trained on it once per session by the library (``temacli.training.loop.train``):
+  ``{"data": Dataset, "tema": Path, "sasrec": Path, "tags": Path, "tmp": Path}``. Read, never write.
 
 The ``slow`` marker (tests over ~5 s) is declared in pyproject.toml; ``pytest -m "not slow"`` is the
 fast lane for development.
@@ -30,6 +33,7 @@ import contextlib
 import csv
 import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,7 +103,7 @@ def _write_csv(path: Path, header, rows) -> Path:
     return path
 
 
-def _synthetic_log(domains, n_users, n_food, n_kitchen, length, pattern, food_only_every, seed) -> list[tuple]:
+def _synthetic_log(domains, n_users, n_food, n_kitchen, length, pattern, food_only_every, seed, user) -> list[tuple]:
     import numpy as np
 
     x, y = domains
@@ -117,7 +121,7 @@ def _synthetic_log(domains, n_users, n_food, n_kitchen, length, pattern, food_on
                 else:  # 3 food, 3 kitchen, then either
                     dom = x if (j < 3 or (j >= 6 and rng.random() < 0.5)) else y
                 k = int(rng.integers(0, n_food if dom == x else n_kitchen))
-            rows.append((f"U{u:03d}", f"{dom[0]}{k:03d}", dom, 1000 + j))
+            rows.append((user(u), f"{dom[0]}{k:03d}", dom, 1000 + j))
     return rows
 
 
@@ -138,7 +142,7 @@ def _real_log(path: Path, n_users: int) -> Path:
     return path
 
 
-def _given_items_log(rows, ids, n_users, length) -> list[tuple]:
+def _given_items_log(rows, ids, n_users, length, user) -> list[tuple]:
     """User u visits the given items u, u+1, ... (cyclically), ``length`` of them in all; the last two
     (the valid and test targets) come from a domain with two items or more, which negatives need."""
     n = len(rows)
@@ -150,7 +154,7 @@ def _given_items_log(rows, ids, n_users, length) -> list[tuple]:
             for u in range(n_users)]
     if len({i for s in seqs for i in s}) < n:
         raise ValueError(f"make_dataset: {n_users} users x {length} interactions do not reach all {n} items")
-    return [(f"U{u:03d}", ids[i], rows[i][0], 1000 + j) for u, s in enumerate(seqs) for j, i in enumerate(s)]
+    return [(user(u), ids[i], rows[i][0], 1000 + j) for u, s in enumerate(seqs) for j, i in enumerate(s)]
 
 
 def _given_items_file(path: Path, rows, ids) -> Path:
@@ -199,6 +203,7 @@ def write_dataset(
     items: list[tuple] | None = None,
     item_ids: list[str] | None = None,
     with_items: bool = True,
+    user_id: Callable[[int], str] | None = None,
     domains: tuple[str, str] = ("food", "kitchen"),
     split: str = "loo",
     eval_users_frac: float = 1.0,
@@ -225,6 +230,7 @@ def write_dataset(
       interactions in all), and the items file is Parquet (None stays null). A domain may have no
       items (``min_per_domain=0``) or one (it then has no targets).
     * ``with_items=False``: no items file (empty titles).
+    * ``user_id``: the raw id of user u (default ``U000``, ``U001``, ...).
 
     The remaining options are ``SplitOptions``'. Returns the dataset folder.
     """
@@ -234,6 +240,7 @@ def write_dataset(
     root.mkdir(parents=True, exist_ok=True)
     log = root / f"{name}-log.csv"
     header = ("user_id", "item_id", "domain", "timestamp")
+    user = user_id or (lambda u: f"U{u:03d}")
     if real:
         _real_log(log, n_users)
         items_file = AFK / "items.csv"
@@ -241,10 +248,10 @@ def write_dataset(
         ids = list(item_ids) if item_ids is not None else [f"I{i:04d}" for i in range(len(items))]
         if isinstance(length, tuple):
             raise ValueError("make_dataset: with items=, length is one number")
-        _write_csv(log, header, _given_items_log(items, ids, n_users, length))
+        _write_csv(log, header, _given_items_log(items, ids, n_users, length, user))
         items_file = _given_items_file(root / f"{name}-items.parquet", items, ids)
     else:
-        rows = _synthetic_log(domains, n_users, n_food, n_kitchen, length, pattern, food_only_every, seed)
+        rows = _synthetic_log(domains, n_users, n_food, n_kitchen, length, pattern, food_only_every, seed, user)
         _write_csv(log, header, rows)
         items_file = _write_csv(
             root / f"{name}-items.csv", ("item_id", "domain", "title"),
@@ -285,3 +292,22 @@ def tiny_model(tmp_path_factory) -> TinyModel:
     if code != 0:
         raise RuntimeError(f"temacli train for the tiny_model fixture exited {code}:\n{err.getvalue()}")
     return TinyModel(data=data, model=root / "tema")
+
+
+@pytest.fixture(scope="session")
+def trained_runs(tmp_path_factory) -> dict:
+    """A patterned dataset with features and tags, and a TEMA (all streams) and a SASRec model trained
+    on it by the library, once per session: ``{"data": Dataset, "tema", "sasrec", "tags", "tmp": Path}``."""
+    from _train_fixtures import make_features, make_tags  # noqa: E402  (tests/ is on sys.path)
+    from temacli.data.dataset import Dataset
+    from temacli.training.loop import ModelInputs, TrainOptions, train
+
+    tmp = tmp_path_factory.mktemp("trained")
+    ds = Dataset.open(build_dataset(tmp, pattern=True))
+    feats = make_features(ds, tmp / "features")
+    tags = make_tags(ds, tmp / "tags")
+    opts = dict(epochs=2, batch_size=32, max_len=10, device="cpu", threads=1)
+    train(ds.path, tmp / "tema", TrainOptions(model="tema", **opts),
+          ModelInputs(features=str(feats), tags=str(tags), params={"q": 16}))
+    train(ds.path, tmp / "sasrec", TrainOptions(model="sasrec", **opts), ModelInputs(params={"dim": 16}))
+    return {"data": ds, "tema": tmp / "tema", "sasrec": tmp / "sasrec", "tags": tags, "tmp": tmp}
