@@ -112,7 +112,8 @@ def make_features(ds: Dataset, out: Path, dims=(("image", 12), ("text", 8)), see
 
 def make_tags(ds: Dataset, out: Path, n_tags: int = 6, seed: int = 0, items_fp: str | None = None,
               method: str = "llm") -> Path:
-    """item_tags.parquet (2-3 tags per item, weights in (0, 1]) + tag_vocab.parquet + manifest."""
+    """item_tags.parquet (2-3 tags per item, scores 30-99, weights score / sum of the item's scores, as
+    `tags match --represent weighted` writes them) + tag_vocab.parquet + manifest."""
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     vocab = pa.table({
@@ -129,16 +130,18 @@ def make_tags(ds: Dataset, out: Path, n_tags: int = 6, seed: int = 0, items_fp: 
             tag.append(int(t))
             score.append(float(rng.integers(30, 100)))
     score = np.asarray(score, np.float32)
+    item_a = np.asarray(item, np.int64)
+    weight = score / np.bincount(item_a, weights=score)[item_a]  # weighted multi-hot: each item's weights sum to 1
     table = pa.table({
         "item": pa.array(item, pa.int32()),
         "tag_index": pa.array(tag, pa.int32()),
         "score": pa.array(score, pa.float32()),
-        "weight": pa.array(score / 100.0, pa.float32()),
+        "weight": pa.array(weight, pa.float32()),
     })
     path = out / "item_tags.parquet"
     artifacts.write_table(table, path, ITEM_TAGS)
     m = artifacts.build_manifest(
-        "tags match", {"method": method},
+        "tags match", {"method": method, "represent": "weighted"},
         inputs={"items": artifacts.input_record(ds.path / "items.parquet", items_fp or ds.items_fingerprint)},
         outputs={"item_tags": {"path": path.name, "fingerprint": artifacts.fingerprint(path)},
                  "tag_vocab": {"path": "tag_vocab.parquet", "fingerprint": artifacts.fingerprint(out / "tag_vocab.parquet")}},

@@ -87,7 +87,7 @@ def test_overfits_a_learnable_pattern_to_near_perfect_mrr(world):
     out = world["tmp"] / "overfit"
     opts = TrainOptions(epochs=15, batch_size=8, lr=0.01, patience=15, early_stop="mrr")
     inputs = ModelInputs(features=str(world["features"]), tags=str(world["tags"]), params=dict(SMALL, q=32))
-    summary = train(world["ds"].path, out, opts, inputs, progress=False)
+    summary = train(world["ds"].path, out, opts, inputs)
     best = max(r["valid"]["all"]["MRR"] for r in records(out / "metrics.jsonl"))
     assert best > 0.9, best
     assert summary["best_mean"] is not None and (out / "model.food.safetensors").is_file()
@@ -99,7 +99,7 @@ def test_overfits_a_learnable_pattern_to_near_perfect_mrr(world):
 def test_baselines_learn_the_pattern(world, kind):
     out = world["tmp"] / kind
     opts = TrainOptions(model=kind, epochs=25, batch_size=8, lr=0.01, patience=25)
-    train(world["ds"].path, out, opts, ModelInputs(params={"dim": 32, "dropout": 0.0}), progress=False)
+    train(world["ds"].path, out, opts, ModelInputs(params={"dim": 32, "dropout": 0.0}))
     best = max(r["valid"]["all"]["MRR"] for r in records(out / "metrics.jsonl"))
     assert best > 0.8, best
     assert json.loads((out / "config.json").read_text())["kind"] == kind
@@ -116,10 +116,10 @@ def test_resume_and_ctrl_c_give_the_uninterrupted_result(world, monkeypatch):
     inputs = lambda: ModelInputs(features=str(world["features"]), tags=str(world["tags"]), params=dict(SMALL, dropout=0.3))  # noqa: E731
     opts = lambda n: TrainOptions(epochs=n, batch_size=8, softmax="sampled", negatives=5, seed=3)  # noqa: E731
     straight = world["tmp"] / "straight"
-    train(ds.path, straight, opts(3), inputs(), progress=False)
+    train(ds.path, straight, opts(3), inputs())
 
     resumed = world["tmp"] / "resumed"
-    train(ds.path, resumed, opts(1), inputs(), progress=False)
+    train(ds.path, resumed, opts(1), inputs())
     # Ctrl-C in the middle of epoch 2: the run saves its state and says how to continue
     from temacli.training import batches
 
@@ -135,13 +135,13 @@ def test_resume_and_ctrl_c_give_the_uninterrupted_result(world, monkeypatch):
 
     monkeypatch.setattr(batches.BatchStream, "__iter__", interrupted)
     with pytest.raises(Interrupted, match="--resume"):
-        train(ds.path, resumed, opts(3), inputs(), resume=True, progress=False)
+        train(ds.path, resumed, opts(3), inputs(), resume=True)
     monkeypatch.setattr(batches.BatchStream, "__iter__", original)
     assert calls["n"] == 1
     assert artifacts.read_manifest(resumed, stage="train")["summary"]["status"] == "interrupted"
     assert [r["epoch"] for r in records(resumed / "metrics.jsonl")] == [1]
 
-    train(ds.path, resumed, opts(3), inputs(), resume=True, progress=False)
+    train(ds.path, resumed, opts(3), inputs(), resume=True)
     a, b = _weights(straight / "model.safetensors"), _weights(resumed / "model.safetensors")
     assert a.keys() == b.keys()
     for k in a:
@@ -153,7 +153,7 @@ def test_resume_and_ctrl_c_give_the_uninterrupted_result(world, monkeypatch):
 
     with pytest.raises(TemacliError, match="lr"):  # resuming with other options is refused
         train(ds.path, resumed, TrainOptions(epochs=4, batch_size=8, softmax="sampled", negatives=5, seed=3, lr=0.5),
-              inputs(), resume=True, progress=False)
+              inputs(), resume=True)
 
 
 def test_time_limit_stops_between_epochs_and_resume_continues(world, capsys, monkeypatch):
@@ -218,7 +218,7 @@ def test_loss_falls_on_a_slice_of_real_data(tmp_path):
     feats = make_features(ds, tmp_path / "features", dims=(("image", 16), ("text", 16)))
     out = tmp_path / "model"
     opts = TrainOptions(epochs=6, batch_size=32, softmax="sampled", negatives=100, lr=1e-2, eval_every=3)
-    train(ds.path, out, opts, ModelInputs(features=str(feats), params={"q": 32}), progress=False)
+    train(ds.path, out, opts, ModelInputs(features=str(feats), params={"q": 32}))
     losses = [r["train_loss"] for r in records(out / "metrics.jsonl")]
     assert losses[-1] < losses[0] * 0.97 and max(losses[3:]) < losses[1] < losses[0], losses
     last = records(out / "metrics.jsonl")[-1]
