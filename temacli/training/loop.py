@@ -683,8 +683,15 @@ def _comparable(v):
 
 def _append_metrics(out: Path, record: dict) -> None:
     with open(out / mfolder.METRICS, "a") as f:
-        f.write(json.dumps(record, default=artifacts._json_default) + "\n")
+        f.write(json.dumps(record, default=_plain) + "\n")
     _write_csv(out)
+
+
+def _plain(o):
+    """NumPy scalars as Python numbers in metrics.jsonl."""
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def _flat(record: dict) -> dict:
