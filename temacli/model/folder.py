@@ -117,7 +117,7 @@ class ModelFolder:
         tries += [p] if p.is_absolute() else [self.path / p, p]
         for t in tries:
             if t.exists():
-                return t
+                return t.resolve()
         return p
 
     def dataset_path(self) -> Path:
