@@ -216,9 +216,6 @@ def resolve_inputs(ds, kind: str, inp: ModelInputs) -> tuple[dict, dict, dict]:
 
         it = load_item_tags(inp.tags, ds)
         path = Path(inp.tags) / "item_tags.parquet" if Path(inp.tags).is_dir() else Path(inp.tags)
-        if it.item.size == 0:
-            raise TemacliError(f"{path}: the item tags file has no rows (no item got a tag); rerun `temacli tags match` "
-                               "or drop --tags")
         item, tag, weight = tag_representation(it.item, it.tag, it.weight, inp.tag_weights, path)
         arrays["tags"] = (item, tag, weight)
         params["n_tags"] = it.n_tags
