@@ -189,17 +189,8 @@ def resolve_inputs(ds, kind: str, inp: ModelInputs) -> tuple[dict, dict, dict]:
                 f"--streams asks for {s} but no --features folder was given; pass --features DIR "
                 f"(from `temacli features {'clip' if name == 'image' else 'text'}`) or drop {s}"
             )
-        mod = load_modality(inp.features, name, ds)
-        emb = np.asarray(mod.embeddings)
-        if not np.issubdtype(emb.dtype, np.floating):
-            raise TemacliError(f"{Path(inp.features) / f'{name}.npy'}: features are {emb.dtype}, expected floating point; "
-                               f"rebuild them with `temacli features`")
-        emb = emb.astype(np.float32)
-        bad = ~np.isfinite(emb).all(axis=1)
-        if bad.any():
-            raise TemacliError(f"{Path(inp.features) / f'{name}.npy'}: row {int(np.argmax(bad))} is not finite "
-                               f"({int(bad.sum())} rows with NaN or inf); rebuild the features with `temacli features`")
-        arrays[name] = emb
+        mod = load_modality(inp.features, name, ds)  # checked there: floating point, finite, fingerprints
+        arrays[name] = np.asarray(mod.embeddings, dtype=np.float32)
         params[f"{name}_dim"] = mod.dim
         out = mod.manifest.get("outputs", {}).get(name, {})
         records[f"features_{name}"] = mfolder.input_record(
