@@ -186,12 +186,17 @@ def test_chunked_logsumexp_matches_the_plain_one(monkeypatch):
     torch.testing.assert_close(cR, gR)
 
 
-def test_tema_full_softmax_loss_and_gradients_do_not_change_when_chunked(monkeypatch):
+@pytest.mark.parametrize("kind", ["tema", "sasrec"])
+def test_full_softmax_loss_and_gradients_do_not_change_when_chunked(kind, monkeypatch):
+    from temacli.model.baselines import BaselineConfig, build_baseline
+
     seq = HIST[:, :-1]
     target = torch.where(seq == PAD, PAD, HIST[:, 1:])
 
     def loss_and_grads():
-        m = tema().train()
+        torch.manual_seed(0)
+        m = tema() if kind == "tema" else build_baseline(BaselineConfig(n_x=NX, n_y=NY, dim=8, dropout=0.0))
+        m.train()
         loss, n = m(seq, target)
         loss.backward()
         return loss.detach(), {k: p.grad.clone() for k, p in m.named_parameters() if p.grad is not None}
@@ -261,3 +266,16 @@ def test_runtime_info_names_the_precision_and_the_encoders():
     assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert runtime_info(nn.Linear(2, 2), "cpu", amp=True)["matmul_precision"] == "bf16 (autocast)"
     assert runtime_info(nn.Linear(2, 2), "cpu", amp=True)["encoders"] == "per-encoder modules"
+
+
+def test_dropout_zeroes_p_of_the_entries_and_rescales_the_rest():
+    d = layers.Dropout(0.3)
+    torch.manual_seed(0)
+    x = torch.ones(200, 100, requires_grad=True)
+    y = d(x)
+    kept = y != 0
+    assert abs(1 - kept.float().mean().item() - 0.3) < 0.02
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.7))
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, y.detach())  # the gradient is the same mask
+    assert d.eval()(x) is x

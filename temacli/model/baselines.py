@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from temacli.model.layers import Dropout, Encoder, Recommender, compact_right, positions_from_start
+from temacli.model.layers import Dropout, Encoder, Recommender, compact_right, logsumexp_matmul, positions_from_start
 
 BASELINES = ("sasrec", "gru4rec")
 
@@ -73,11 +73,11 @@ class _DotModel(Recommender):
             if hd.shape[0] == 0:
                 continue
             if negatives is None:
-                lse.append(torch.logsumexp((hd @ self.E.weight[self.domain_slice(d)].T).float(), dim=-1))
+                lse.append(logsumexp_matmul(hd, self.E.weight[self.domain_slice(d)]))  # chunked when large
             else:  # target + shared negatives; a negative equal to the target is left out
                 logits = (hd @ self.E(negatives[d]).T).float()
                 hit = negatives[d][None, :] == tgt[part][:, None]
-                lse_neg = torch.logsumexp(logits.masked_fill(hit, float("-inf")), dim=-1)
+                lse_neg = torch.logsumexp(logits.masked_fill_(hit, float("-inf")), dim=-1)  # in place: a fresh product
                 lse.append(torch.logaddexp(lse_neg, t_logit[part]))
         return (torch.cat(lse) - t_logit).sum(), int(keep.numel())
 

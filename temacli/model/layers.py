@@ -41,8 +41,9 @@ class Dropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        keep = torch.rand_like(x, dtype=torch.float32) >= self.p
-        return x * keep * (1.0 / (1.0 - self.p))
+        # one float mask holding 0 or 1/(1-p), built in place: one product forward and one backward
+        mask = torch.rand_like(x, dtype=torch.float32).ge_(self.p).mul_(1.0 / (1.0 - self.p))
+        return x * mask.to(x.dtype)
 
 
 class CausalSelfAttention(nn.Module):

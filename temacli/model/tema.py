@@ -335,7 +335,7 @@ class TEMA(Recommender):
                     lse.append(logsumexp_matmul(Hd.reshape(-1, Hd.shape[-1]), R[self.domain_slice(d)]).view(Hd.shape[:2]))
                 else:  # target + shared negatives; a negative equal to the target is left out
                     logits = (Hd @ F.embedding(local_neg[d], R).T).float()
-                    lse_neg = torch.logsumexp(logits.masked_fill(hits[d], float("-inf")), dim=-1)
+                    lse_neg = torch.logsumexp(logits.masked_fill_(hits[d], float("-inf")), dim=-1)  # in place: a fresh product
                     lse.append(torch.logaddexp(lse_neg, t_logit[:, part]))
             logp.append(t_logit - torch.cat(lse, dim=1))
         log_ps = torch.logsumexp(torch.stack(logp) + self.log_w[:, None, None], dim=0)  # (S, P): Eq. 13
@@ -377,7 +377,7 @@ class TEMA(Recommender):
                 R = self._tables["R"][m][self.domain_slice(d)]
                 for c in chunks(rows.numel(), 256):
                     r = rows[c]
-                    lse[r, :, j] = torch.logsumexp(H[r, :, j] @ R.T / tau, dim=-1)
+                    lse[r, :, j] = torch.logsumexp((H[r, :, j] * (1.0 / tau)) @ R.T, dim=-1)
         return {"h": H, "lse": lse, "coef": self.seq_coef[domain], "domain": domain}
 
     @torch.no_grad()
