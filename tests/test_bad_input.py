@@ -232,7 +232,7 @@ def _set_first(column: str, value):
     [
         (_set_first("weight", float("nan")), "weight"),
         (_set_first("weight", -0.5), "weight"),
-        (lambda t: t.slice(0, 0), "the item tags file has no rows"),
+        (lambda t: t.slice(0, 0), "has no rows"),
     ],
     ids=["nan-weight", "negative-weight", "no-rows"],
 )
