@@ -6,7 +6,8 @@ of the one-line message, and that nothing was written (the tree under ``tmp_path
 output does not exist). Classes, in the issue's order:
 
 1. inputs validated where they are read (feature matrices: NaN rows, integer storage, manifest fields;
-   item tags with NaN or negative weights, or no rows; a dataset manifest without its counts; config.json
+   item tags with NaN or negative weights, weights not summing to 1, a score of 500, an item id out of
+   range, or no rows; a dataset manifest without its counts; config.json
    with a wrong type or a missing key)
 2. inputs fingerprint-checked (a features matrix edited after its manifest; test.parquet edited after
    `data split`)
@@ -232,9 +233,12 @@ def _set_first(column: str, value):
     [
         (_set_first("weight", float("nan")), "weight"),
         (_set_first("weight", -0.5), "weight"),
+        (_set_first("score", 500.0), "score"),
+        (_set_first("weight", 0.01), "sum to"),
+        (_set_first("item", 10_000), "item"),
         (lambda t: t.slice(0, 0), "has no rows"),
     ],
-    ids=["nan-weight", "negative-weight", "no-rows"],
+    ids=["nan-weight", "negative-weight", "score-500", "weights-not-summing-to-1", "item-out-of-range", "no-rows"],
 )
 def test_bad_item_tags_are_refused_by_train(dataset, tmp_path, capsys, edit, words):
     path = _tags_copy(dataset, tmp_path / "tags", edit)
