@@ -219,6 +219,16 @@ def test_resume_edge_cases(world, tmp_path):
     assert not stale.exists()
     assert any(e[0] == "message" and "cut off" in e[1] for e in rec.events)
     assert [r["epoch"] for r in records(out / "metrics.jsonl")] == [1, 2]
+    # a config.json someone edited into the wrong shape is one line, not a crash
+    good = (out / "config.json").read_text()
+    for edit, needle in ((lambda c: c.pop("train"), "field 'train' is missing"),
+                         (lambda c: c.update(inputs="x"), "field 'inputs' is str")):
+        cfg = json.loads(good)
+        edit(cfg)
+        (out / "config.json").write_text(json.dumps(cfg))
+        with pytest.raises(TemacliError, match=needle):
+            train(ds.path, out, quick(epochs=3), inputs(world["tags"]), resume=True)
+    (out / "config.json").write_text(good)
     # other content under the same path is another run
     other = make_tags(ds, tmp_path / "othertags", seed=5)
     with pytest.raises(TemacliError, match="other inputs \\(tags differ by content\\)"):

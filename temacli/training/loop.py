@@ -652,8 +652,8 @@ def _check_same_run(out: Path, config: dict) -> None:
     for key in ("kind", "model", "dataset_fingerprint"):
         if _comparable(old.get(key)) != _comparable(config.get(key)):
             raise TemacliError(f"--resume: {out} was trained with a different {key}; {fix}")
-    fps_old = {k: (v or {}).get("fingerprint") for k, v in (old.get("inputs") or {}).items()}
-    fps_new = {k: (v or {}).get("fingerprint") for k, v in (config.get("inputs") or {}).items()}
+    fps_old = {k: v.get("fingerprint") if isinstance(v, dict) else v for k, v in (old.get("inputs") or {}).items()}
+    fps_new = {k: v.get("fingerprint") for k, v in config["inputs"].items()}
     if fps_old != fps_new:
         diff = sorted(k for k in set(fps_old) | set(fps_new) if fps_old.get(k) != fps_new.get(k))
         raise TemacliError(f"--resume: {out} was trained on other inputs ({', '.join(diff)} differ by content); {fix}")
