@@ -15,6 +15,9 @@ output does not exist). Classes, in the issue's order:
    for memory refused with its estimated size before allocation
 4. output paths checked before work (file/folder mix-ups, unwritable folders, for every writing stage);
    outputs honour the umask
+5. LLM replies cannot move scores between items (ids numbered from 0: refused whole, never cached; tags
+   match exits 2 without item tags when nothing could be scored, e.g. a dead server); a prompt file that
+   is not UTF-8
 6. leftovers of a killed write removed on the next run
 7. logs with blank ids refused with the first offending line; quoted CSV fields with newlines read
 and the crash class: out of memory and OSError on a user path become one line, exit 2.
@@ -438,6 +441,81 @@ def test_outputs_honour_the_umask(tmp_path, capsys):
     assert code == 0, err
     assert os.stat(tmp_path / "data2").st_mode & 0o777 == 0o755
     assert {os.stat(p).st_mode & 0o777 for p in (tmp_path / "data2").rglob("*") if p.is_file()} == {0o644}
+
+
+# ----------------------------------------------------------------------------- 5. LLM replies
+@pytest.fixture
+def llm_items(tmp_path, monkeypatch):
+    """Tiny items with two domains' tag lists, a dummy key and a cache of the test's own."""
+    from _llm_server import FOOD, KITCHEN, make_items, write_tag_list
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-KEY-0000000000")
+    monkeypatch.setenv("TEMACLI_CACHE_DIR", str(tmp_path / "cache"))
+    items = make_items(tmp_path / "data", FOOD + KITCHEN)
+    write_tag_list(tmp_path / "tags" / "food.parquet", "food", ["coffee", "pasta", "tea", "spice"])
+    write_tag_list(tmp_path / "tags" / "kitchen.parquet", "kitchen", ["cast iron", "coffee", "kettle"])
+    return items, tmp_path / "tags"
+
+
+def _match_args(items, tags, url, out) -> list:
+    """``tags match --method llm`` against ``url``; ``--json`` keeps stderr to the error line."""
+    return ["tags", "match", "--items", items, "--tags", tags, "--method", "llm", "--batch-items", 3,
+            "--model", "openai/scripted", "--api-base", url, "--max-retries", 0, "--timeout", 20, "--json",
+            "--out", out]
+
+
+@pytest.mark.slow  # LiteLLM's first import and call
+def test_llm_replies_numbered_from_0_score_nothing_and_are_never_cached(llm_items, tmp_path, capsys):
+    import json
+
+    from _llm_server import Reply, chat_user, item_ids_and_texts, keyword_scorer, serve, tags_of_prompt
+
+    items, tags = llm_items
+
+    def from_zero(body, n):  # every id one lower: each score would land on the neighbouring item
+        prompt = chat_user(body)
+        return Reply(json.dumps({"items": [{"id": k - 1, "scores": {t: 90 for t in tags_of_prompt(prompt)}}
+                                           for k, _ in item_ids_and_texts(prompt)]}))
+
+    out = tmp_path / "o" / "item_tags.parquet"
+    with serve(from_zero) as s:
+        code, err = cli(_match_args(items, tags, s.url, out), capsys)
+    refused(code, err, "tags match: ")
+    assert "items failed (all of them)" in err
+    assert not out.exists() and not out.with_name("tag_vocab.parquet").exists()  # no 0-row item tags
+    report = json.loads(out.with_name("item_tags.report.json").read_text())
+    assert report["rejected_replies"]["shifted_ids"] >= 1
+    with serve(lambda b, n: Reply(keyword_scorer(b))) as s2:  # nothing was cached: a good server is asked again
+        code, err = cli(_match_args(items, tags, s2.url, out), capsys)
+        assert code == 0, err
+        assert len(s2.requests) >= 1
+    assert out.is_file()
+
+
+@pytest.mark.slow  # LiteLLM's first import and call
+def test_tags_match_with_a_dead_server_exits_2_and_writes_no_item_tags(llm_items, tmp_path, capsys):
+    import socket
+
+    items, tags = llm_items
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "o" / "item_tags.parquet"
+    code, err = cli(_match_args(items, tags, f"http://127.0.0.1:{port}/v1", out), capsys)
+    refused(code, err, "tags match: 9 of 9 items failed (all of them)")
+    assert f"cannot connect to http://127.0.0.1:{port}/v1" in err
+    assert not out.exists() and not out.with_name("tag_vocab.parquet").exists()
+
+
+def test_a_prompt_file_that_is_not_utf8_is_refused(llm_items, tmp_path, capsys):
+    items, tags = llm_items
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_bytes("Score {items} against {tags} for {domain} \u2013 caf\u00e9".encode("latin-1", "replace") + b"\xff\xfe")
+    before = tree(tmp_path)
+    out = tmp_path / "o" / "item_tags.parquet"
+    code, err = cli(_match_args(items, tags, "http://127.0.0.1:9/v1", out) + ["--prompt-file", prompt], capsys)
+    refused(code, err, f"--prompt-file {prompt}: ")
+    assert tree(tmp_path) == before
 
 
 # ----------------------------------------------------------------------------- 6. leftovers of a killed write
