@@ -18,7 +18,8 @@ output does not exist). Classes, in the issue's order:
 5. LLM replies cannot move scores between items (ids numbered from 0: refused whole, never cached; tags
    match exits 2 without item tags when nothing could be scored, e.g. a dead server); a prompt file that
    is not UTF-8
-6. leftovers of a killed write removed on the next run
+6. resume finds its way: a kill before the first checkpoint, a torn metrics.jsonl line, a checkpoint
+   temporary left by kill -9, the same run given relative paths; leftovers of a killed write removed
 7. logs with blank ids refused with the first offending line; quoted CSV fields with newlines read
 and the crash class: out of memory and OSError on a user path become one line, exit 2.
 """
@@ -536,6 +537,55 @@ def test_a_killed_write_leaves_a_temporary_that_the_next_run_removes(tmp_path, c
     code, err = cli(split_args(log, items, out), capsys)
     assert code == 0, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "raw"]
+
+
+def _train_again(dataset, model, capsys, *extra, data=None):
+    return cli(["train", "--data", data or dataset.path, "--out", model, "--device", "cpu", "--dim", 8, "--quiet",
+                *extra], capsys)
+
+
+def test_resume_finds_its_way_after_kills_at_awkward_moments(dataset, trained, tmp_path, capsys, monkeypatch):
+    """A kill before the first checkpoint, a torn metrics.jsonl line, a half-written checkpoint, relative paths."""
+    import shutil
+
+    # killed between config.json and the first checkpoint: --resume (and a plain run) start from scratch
+    m = tmp_path / "early"
+    shutil.copytree(trained, m)
+    shutil.rmtree(m / "checkpoints")
+    for name in ("model.safetensors", "metrics.jsonl", "metrics.csv", "manifest.json"):
+        (m / name).unlink(missing_ok=True)
+    code, err = _train_again(dataset, m, capsys, "--epochs", 1, "--resume")
+    assert code == 0 and "note:" in err, err
+    assert (m / "model.safetensors").is_file() and any((m / "checkpoints").iterdir())
+
+    # a torn last line of metrics.jsonl and a checkpoint temporary left by kill -9; inputs given relative
+    m = tmp_path / "torn"
+    shutil.copytree(trained, m)
+    with open(m / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 2, "train_lo')
+    ckpt_dir = m / "checkpoints"
+    stale = ckpt_dir / f".last.pt.{_dead_pid()}-{artifacts._host_tag()}.x1y2z3.temacli-tmp.pt"
+    stale.write_bytes(b"0" * 100_000)
+    monkeypatch.chdir(dataset.path.parent)
+    rel = os.path.relpath(dataset.path)
+    code, err = _train_again(dataset, os.path.relpath(m), capsys, "--epochs", 2, "--resume", data=rel)
+    assert code == 0, err
+    assert "note:" in err and "metrics.jsonl" in err
+    lines = (m / "metrics.jsonl").read_text().splitlines()
+    assert [json_epoch(line) for line in lines] == [1, 2]
+    assert not stale.exists() and not [p for p in m.rglob("*") if artifacts.TEMP_MARK in p.name]
+
+
+def json_epoch(line: str) -> int:
+    import json
+
+    return int(json.loads(line)["epoch"])
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
 
 
 # ----------------------------------------------------------------------------- 7. logs
