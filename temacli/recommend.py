@@ -230,54 +230,21 @@ class Recommender:
 
     def _score_batch(self, ctxs: list[UserContext], d: int, k: int, include_seen: bool, explain: bool,
                      chunk_size: int) -> list[dict]:
+        from temacli.evaluation.ranking import NO_TARGET, item_pairs, left_pad, rank_domain
+
         tr = self.trained
         lo, hi = self.dataset.domain_range(d)
         b = len(ctxs)
-        hist = np.full((b, tr.max_len), tr.pad, dtype=np.int64)
-        for j, c in enumerate(ctxs):
-            h = c.history[-tr.max_len :]
-            hist[j, tr.max_len - len(h) :] = h
-        state = tr.encode(hist, np.full(b, d, dtype=np.int64))
-        # seen items of this domain, as (row, item) pairs
-        rr, ii = [], []
-        for j, c in enumerate(ctxs):
-            h = np.unique(c.history[(c.history >= lo) & (c.history < hi)])
-            rr.append(np.full(h.size, j, np.int64))
-            ii.append(h)
-        rr, ii = np.concatenate(rr), np.concatenate(ii).astype(np.int64)
-        held = np.array([c.held_out if c.held_out is not None and lo <= c.held_out < hi else lo for c in ctxs],
-                        dtype=np.int64)
-        has_held = np.array([c.held_out is not None and lo <= c.held_out < hi for c in ctxs])
-        ar = np.arange(b)
-        kk = min(k, hi - lo)
-        best_s = np.full((b, 0), -np.inf, dtype=np.float32)
-        best_i = np.zeros((b, 0), dtype=np.int64)
-        held_score = np.full(b, np.nan, dtype=np.float32)
-        held_higher = np.zeros(b, dtype=np.int64)
-        for c0 in range(lo, hi, chunk_size):
-            c1 = min(c0 + chunk_size, hi)
-            m = c1 - c0
-            s = np.asarray(tr.score_items(state, np.concatenate([np.arange(c0, c1), held])), dtype=np.float32)
-            t = s[ar, m + ar]
-            sc = s[:, :m].copy()
-            if not include_seen and rr.size:
-                sel = (ii >= c0) & (ii < c1)
-                sc[rr[sel], ii[sel] - c0] = -np.inf
-            # the held-out item's rank among the same candidates (itself excluded)
-            cmp = sc.copy()
-            inside = has_held & (held >= c0) & (held < c1)
-            cmp[ar[inside], held[inside] - c0] = -np.inf
-            held_higher += (cmp > t[:, None]).sum(axis=1)
-            held_score = np.where(np.isnan(held_score), t, held_score)
-            # running top-k: merge this chunk's best with the best so far
-            top = min(kk, m)
-            cand = np.argpartition(-sc, top - 1, axis=1)[:, :top] if top < m else np.tile(np.arange(m), (b, 1))
-            cs = np.take_along_axis(sc, cand, axis=1)
-            all_s = np.concatenate([best_s, cs], axis=1)
-            all_i = np.concatenate([best_i, cand + c0], axis=1)
-            order = np.lexsort((all_i, -all_s), axis=1)[:, :kk]
-            best_s = np.take_along_axis(all_s, order, axis=1)
-            best_i = np.take_along_axis(all_i, order, axis=1)
+        histories = [c.history for c in ctxs]
+        state = tr.encode(left_pad(histories, tr.max_len, tr.pad), np.full(b, d, dtype=np.int64))
+        rr, ii = item_pairs(histories, lo, hi)  # the items each user has in this domain
+        has_held = np.array([c.held_out is not None and lo <= c.held_out < hi for c in ctxs], dtype=bool)
+        held = np.array([c.held_out if h else NO_TARGET for c, h in zip(ctxs, has_held)], dtype=np.int64)
+        # the one ranking core of eval: the held-out item's rank among the same candidates, the top k
+        ranking = rank_domain(tr, state, lo, hi, targets=held, exclude=None if include_seen else (rr, ii),
+                              top_k=k, chunk_size=chunk_size)
+        best_i, best_s = ranking.top_items, ranking.top_scores  # (b, k) best first; -inf: fewer items than k
+        held_rank, held_of, held_score = ranking.ranks, ranking.n_candidates, ranking.target_score
         parts = None
         if explain:
             parts = {key: np.asarray(v, dtype=np.float32) for key, v in tr.explain(state, best_i).items()}
@@ -301,9 +268,8 @@ class Recommender:
                 held_info = self._item(c.held_out)
                 if has_held[j]:
                     held_info["score"] = float(held_score[j])
-                    held_info["rank"] = int(held_higher[j]) + 1
-                    seen_other = 0 if include_seen else int(((rr == j) & (ii != c.held_out)).sum())
-                    held_info["of"] = (hi - lo) - 1 - seen_other  # the items it was ranked against
+                    held_info["rank"] = int(held_rank[j])
+                    held_info["of"] = int(held_of[j])  # the items it was ranked against
                     held_info["in_top_k"] = any(x["item"] == c.held_out for x in recs)
                 else:
                     held_info["rank"] = None  # held-out item from the other domain
