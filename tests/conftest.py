@@ -162,11 +162,11 @@ def _given_items_file(path: Path, rows, ids) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    width = max(len(r) for r in rows)
     cols = {"item_id": pa.array(ids, pa.string()), "domain": [r[0] for r in rows], "title": [r[1] for r in rows]}
     for k, col in ((2, "description"), (3, "image")):
-        if width > k:
-            cols[col] = pa.array([None if len(r) <= k or r[k] is None else str(r[k]) for r in rows], pa.string())
+        values = [None if len(r) <= k or r[k] is None else str(r[k]) for r in rows]
+        if any(v is not None for v in values):  # a column only when some item has one
+            cols[col] = pa.array(values, pa.string())
     pq.write_table(pa.table(cols), path)
     return path
 
@@ -227,8 +227,9 @@ def write_dataset(
     * ``items``: the item rows ``(domain, title[, description[, image]])``, X rows first, with ids
       ``item_ids`` (default ``I0000, I0001, ...``, which keep row k as item index k); user u then visits
       items u, u+1, ... cyclically, then two targets from a domain with 2 items or more (``length``
-      interactions in all), and the items file is Parquet (None stays null). A domain may have no
-      items (``min_per_domain=0``) or one (it then has no targets).
+      interactions in all), and the items file is Parquet (None stays null; a description or image
+      column only when some row has one). A domain may have no items (``min_per_domain=0``) or one
+      (it then has no targets); data split needs 2 items in some domain to draw negatives.
     * ``with_items=False``: no items file (empty titles).
     * ``user_id``: the raw id of user u (default ``U000``, ``U001``, ...).
 
