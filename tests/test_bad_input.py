@@ -12,7 +12,8 @@ output does not exist). Classes, in the issue's order:
 2. inputs fingerprint-checked (a features matrix edited after its manifest; test.parquet edited after
    `data split`)
 3. flag values checked before any work or file (features, data split, train, eval), and a model too large
-   for memory refused with its estimated size before allocation
+   for memory refused with its estimated size before allocation; a non-finite training loss stops the run
+   (exit 2, epoch and batch named) and is never kept as the best epoch
 4. output paths checked before work (file/folder mix-ups, unwritable folders, for every writing stage);
    outputs honour the umask
 5. LLM replies cannot move scores between items (ids numbered from 0: refused whole, never cached; tags
@@ -63,6 +64,14 @@ def refused(code: int, err: str, first: str) -> None:
     assert code == 2, err
     assert err.startswith(f"error: {first}"), err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+def refused_after_progress(code: int, err: str, first: str) -> None:
+    """Exit 2 after progress lines: the last line is the one ``error: <first>`` line; no traceback."""
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert lines[-1].startswith(f"error: {first}"), err
+    assert sum(line.startswith("error:") for line in lines) == 1 and "Traceback" not in err, err
 
 
 def write_log(folder: Path, n_users: int = 8, n_items: int = 4) -> tuple[Path, Path]:
@@ -314,6 +323,33 @@ def test_train_flags_are_checked_before_any_file(dataset, tmp_path, capsys, flag
     code, err = cli(["train", "--data", dataset.path, "--out", tmp_path / "model", "--device", "cpu", "--quiet", *flags], capsys)
     refused(code, err, first)
     assert tree(tmp_path) == before  # no config.json left behind for a rerun to trip over
+
+
+@pytest.mark.slow  # three short epochs
+def test_a_non_finite_loss_stops_training_and_is_never_kept_as_best(dataset, tmp_path, capsys, monkeypatch):
+    import torch
+    from safetensors.torch import load_file
+
+    from temacli.training import step
+
+    real, calls = step.train_step, {"n": 0}
+    n_batches = -(-len(dataset.split("train")) // 8)
+
+    def poisoned(model, batch, optimizer, **kw):  # the weights turn NaN in epoch 2's second batch
+        calls["n"] += 1
+        if calls["n"] == n_batches + 2:
+            with torch.no_grad():
+                for p in optimizer.param_groups[0]["params"]:
+                    p.fill_(float("nan"))
+        return real(model, batch, optimizer, **kw)
+
+    monkeypatch.setattr(step, "train_step", poisoned)
+    m = tmp_path / "model"
+    code, err = cli(["train", "--data", dataset.path, "--out", m, "--device", "cpu", "--dim", 8, "--quiet",
+                     "--epochs", 3, "--batch-size", 8], capsys)
+    refused_after_progress(code, err, "training stopped: the training loss is nan at epoch 2, batch 2")
+    weights = load_file(str(m / "model.safetensors"))
+    assert all(torch.isfinite(v).all() for v in weights.values())  # the kept (best) epoch is epoch 1's
 
 
 def test_a_model_too_large_for_memory_is_refused_with_its_size(dataset, tmp_path, capsys):
