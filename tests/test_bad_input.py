@@ -9,8 +9,8 @@ output does not exist). Classes, in the issue's order:
    item tags with NaN or negative weights, weights not summing to 1, a score of 500, an item id out of
    range, or no rows; a dataset manifest without its counts; config.json
    with a wrong type or a missing key)
-2. inputs fingerprint-checked (a features matrix edited after its manifest; test.parquet edited after
-   `data split`)
+2. inputs fingerprint-checked (a features matrix edited after its manifest; test.parquet and the stored
+   candidates edited after `data split`)
 3. flag values checked before any work or file (features, data split, train, eval), and a model too large
    for memory refused with its estimated size before allocation; a non-finite training loss stops the run
    (exit 2, epoch and batch named) and is never kept as the best epoch
@@ -279,6 +279,20 @@ def test_a_split_edited_after_data_split_is_refused(dataset, trained, tmp_path, 
     before = tree(tmp_path)
     code, err = cli(["eval", trained, "--data", d], capsys)
     refused(code, err, f"{d / 'test.parquet'}: test.parquet changed after `data split` recorded it")
+    assert tree(tmp_path) == before
+
+
+def test_candidates_edited_after_data_split_are_refused(dataset, trained, tmp_path, capsys):
+    import shutil
+
+    d = tmp_path / "data"
+    shutil.copytree(dataset.path, d)
+    c = np.load(d / "candidates_test.npy")
+    c[0, 0] = c[0, 1]
+    artifacts.write_npy(c, d / "candidates_test.npy")
+    before = tree(tmp_path)
+    code, err = cli(["eval", trained, "--data", d], capsys)
+    refused(code, err, f"{d / 'candidates_test.npy'}: the stored negatives (candidates_test.npy) changed after `data split`")
     assert tree(tmp_path) == before
 
 def test_features_edited_after_their_manifest_are_refused(dataset, tmp_path, capsys):
