@@ -18,10 +18,14 @@ Fixtures:
   too. Options: see :func:`write_dataset`; ``preset="eval"`` gives the evaluation tests' shape.
 * ``tiny_model``: one TEMA model folder trained once per session through ``temacli train``
   (2 epochs, q=16, ID stream only) on ``make_dataset(pattern=True)``, for tests that need *a*
-  trained model; ``tiny_model.data`` and ``tiny_model.model`` are the two folders. Read, never write.
+  trained model; ``tiny_model.data`` and ``tiny_model.model`` are the two folders.
 * ``trained_runs``: a patterned dataset with features and tags, and a TEMA (all four streams) and a
   SASRec model trained on it once per session by the library (``temacli.training.loop.train``):
-  ``{"data": Dataset, "tema": Path, "sasrec": Path, "tags": Path, "tmp": Path}``. Read, never write.
+  ``{"data": Dataset, "tema": Path, "sasrec": Path, "tags": Path, "tmp": Path}``.
+
+The session folders are shared by every test that asks for them: never edit them in place (copy to
+``tmp_path`` first). ``temacli eval`` saves its result inside the model folder (``MODEL/eval/``), so a
+test that needs a model never evaluated, or edits one, works on a copy.
 
 The ``slow`` marker (tests over ~5 s) is declared in pyproject.toml; ``pytest -m "not slow"`` is the
 fast lane for development.
