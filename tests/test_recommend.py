@@ -259,3 +259,90 @@ def test_user_as_raw_id_first_then_as_index(tmp_path, capsys, fake_models):
     assert err.strip().startswith(f"user {idx}: no raw user id")
     code, _, err = run(["recommend", "--model", model, "--user", "99999"], capsys)
     assert code == 2 and "or a user index 0.." in err
+
+
+# ----------------------------------------------------------------------------- prepared tables
+def _copy_model(tr, tmp_path):
+    import shutil
+
+    dst = tmp_path / "tema"
+    shutil.copytree(tr["tema"], dst)
+    return dst
+
+
+def _rec(model, tr, capsys, uid, *extra):
+    code, out, err = run(["recommend", "--model", model, "--data", tr["data"].path, "--device", "cpu", "--json",
+                          "--user", uid, "--k", "6", *extra], capsys)
+    assert code == 0, err
+    r = json.loads(out)
+    return [(x["item"], x["score"]) for x in r["recommendations"]], r["held_out"], r["recommendations"]
+
+
+def test_training_writes_prepared_tables_beside_the_weights(tr):
+    from safetensors import safe_open
+
+    from temacli.model.folder import PREPARED, ModelFolder
+
+    folder = ModelFolder.open(tr["tema"])
+    with safe_open(str(tr["tema"] / PREPARED), framework="pt") as f:
+        meta, keys = f.metadata(), set(f.keys())
+    assert meta["weights"] == "model.safetensors" and meta["kind"] == "tema"
+    assert meta["weights_fingerprint"] == artifacts.fingerprint(tr["tema"] / "model.safetensors")
+    assert keys == {f"{g}/{m}" for g in ("R", "F") for m in ("id", "img", "tex", "tag")}
+    assert folder.manifest["outputs"]["prepared"]["path"] == PREPARED
+    assert not (tr["sasrec"] / PREPARED).exists()  # a baseline has no item tables to prepare
+
+
+def test_prepared_tables_give_the_same_recommendations(tr, capsys, tmp_path):
+    """With the prepared file the item side of the weights is not read, and top-k, scores, the
+    held-out rank and the explained parts are the same as when prepare() runs."""
+    import torch
+
+    from temacli.model.folder import PREPARED, ModelFolder, _keep_prepared
+
+    plain = _copy_model(tr, tmp_path)
+    (plain / PREPARED).unlink()
+    sp = tr["data"].split("test")
+    for i in (0, 4):
+        uid = str(sp.user_id[i])
+        a = _rec(tr["tema"], tr, capsys, uid, "--explain")
+        b = _rec(plain, tr, capsys, uid, "--explain")
+        assert a[0] == b[0] and a[1] == b[1]
+        assert [x["parts"] for x in a[2]] == [x["parts"] for x in b[2]]
+    fast = ModelFolder.open(tr["tema"]).load("cpu")
+    slow = ModelFolder.open(plain).load("cpu")
+    assert fast.model.prepare is _keep_prepared and slow.model.prepare is not _keep_prepared
+    assert not fast.model.E_img.any() and slow.model.E_img.any()  # the frozen features were not loaded
+    for g in ("R", "F"):
+        for m, t in slow.model._tables[g].items():
+            assert torch.equal(fast.model._tables[g][m], t)
+    # prepared=False (or a GPU) computes the tables as before
+    assert ModelFolder.open(tr["tema"]).load("cpu", prepared=False).model.prepare is not _keep_prepared
+
+
+def test_stale_prepared_tables_are_ignored(tr, capsys, tmp_path):
+    import torch
+
+    from temacli.model.folder import ModelFolder, _keep_prepared, load_weights, save_weights
+
+    stale = _copy_model(tr, tmp_path)
+    folder = ModelFolder.open(stale)
+    model = folder.build()
+    load_weights(model, stale / "model.safetensors")
+    with torch.no_grad():
+        model.E_id.weight.mul_(-1.0)  # other weights; the prepared file still describes the old ones
+    save_weights(model, stale / "model.safetensors")
+    assert folder.load("cpu").model.prepare is not _keep_prepared
+    uid = str(tr["data"].split("test").user_id[2])
+    got = _rec(stale, tr, capsys, uid)[0]
+    assert got != _rec(tr["tema"], tr, capsys, uid)[0]  # the new weights' scores, not the stale tables'
+    fresh = _copy_model(tr, tmp_path / "fresh")
+    import shutil
+
+    shutil.copy(stale / "model.safetensors", fresh / "model.safetensors")
+    (fresh / "prepared.safetensors").unlink()
+    assert got == _rec(fresh, tr, capsys, uid)[0]
+    # a copy with new mtimes but the same bytes is still recognised (by the fingerprint)
+    os_copy = _copy_model(tr, tmp_path / "touched")
+    (os_copy / "model.safetensors").touch()
+    assert ModelFolder.open(os_copy).load("cpu").model.prepare is _keep_prepared

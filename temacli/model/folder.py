@@ -3,6 +3,8 @@
     model/
       model.safetensors          weights and frozen buffers (features, tag weights): self-contained
       model.<domain>.safetensors each domain's best epoch (``--early-stop`` other than loss)
+      prepared.safetensors       what ``model.prepare()`` computes from model.safetensors (TEMA's item
+      prepared.<domain>.safetensors  tables), written when training ends; used only while it matches the weights
       config.json                kind, model hyper-parameters, training options, dataset fingerprint, inputs
       metrics.jsonl, metrics.csv one line per epoch
       manifest.json              stage "train"
@@ -16,6 +18,13 @@ any working directory, without ``--data``.
 :class:`ModelFolder` is the typed view of a folder (``ModelFolder.open(path)``); ``load_trained``
 rebuilds the model; ``open_model_and_data`` opens a model with its dataset and refuses a pair that
 does not belong together. Checkpoints are read with ``torch.load(weights_only=True)`` only.
+
+Prepared tables (:func:`write_prepared`, read by :meth:`ModelFolder.load`): TEMA scores from item
+tables that ``prepare()`` computes from the item side of the weights (ID embeddings, frozen image and
+text features, tags, the fusion MLP). Training stores them beside each weight file, computed on the
+CPU exactly as a load would; loading on the CPU then reads only the user side of the weights plus the
+tables, which gives the same scores. The file records the weights' fingerprint (and size and mtime,
+so the check costs no hashing while the file is untouched); a file for other weights is ignored.
 """
 
 from __future__ import annotations
@@ -36,6 +45,14 @@ PER_DOMAIN = "per-domain"
 METRICS = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"
 CHECKPOINT = "checkpoints/last.pt"
+PREPARED = "prepared.safetensors"
+PREPARED_FORMAT = "temacli-prepared/1"
+# per model kind: the state-dict modules (first key component) that only ``prepare()`` reads; with
+# prepared tables they are not loaded
+PREPARED_REPLACES: dict[str, frozenset] = {
+    "tema": frozenset({"E_id", "E_img", "E_tex", "P_img", "P_tex", "tag_index", "tag_weight", "tag_offsets",
+                       "E_tag", "mlp"}),
+}
 _FIX = "pass the --out folder of `temacli train`"
 
 # config.json fields and their JSON types; LOAD_FIELDS must be present to rebuild the model
@@ -185,17 +202,40 @@ class ModelFolder:
                 f"{dataset.n_x}+{dataset.n_y}; pass the --data folder the model was trained on"
             )
 
-    def load(self, device: str = "auto", weights: str = DEFAULT_WEIGHTS):
-        """The trained model (:class:`temacli.model.api.Trained`) with the named weights."""
-        from temacli.model.api import Trained, build_model, resolve_device
+    def build(self):
+        """A fresh model of the kind and sizes config.json describes (untrained weights)."""
+        from temacli.model.api import build_model
 
         check_config(self.config, self.path / CONFIG, required=LOAD_FIELDS)
         try:
-            model = build_model(self.config)
+            return build_model(self.config)
         except (TypeError, ValueError, RuntimeError) as e:
             raise TemacliError(f"{self.path / CONFIG}: the model it describes cannot be built ({e}); retrain") from None
-        load_weights(model, self.path / weights, device="cpu")
-        return Trained(model, self.config, self.manifest, resolve_device(device))
+
+    def load(self, device: str = "auto", weights: str = DEFAULT_WEIGHTS, prepared: bool = True):
+        """The trained model (:class:`temacli.model.api.Trained`) with the named weights.
+
+        On the CPU, with ``prepared`` and a prepared file that matches the weights, the item side of
+        the weights is not read and ``prepare()`` is not run: its stored result is used."""
+        import torch
+
+        from temacli.model.api import Trained, resolve_device
+
+        model = self.build()
+        dev = resolve_device(device)
+        replaces = PREPARED_REPLACES.get(self.kind)
+        tables = None
+        if prepared and replaces and torch.device(dev).type == "cpu":
+            tables = read_prepared(self.path, weights, model)
+        if tables is None:
+            load_weights(model, self.path / weights, device="cpu")
+            return Trained(model, self.config, self.manifest, dev)
+        load_weights(model, self.path / weights, device="cpu", skip=replaces)
+        model._tables = tables
+        # Trained() runs prepare(); here the stored tables stand in for it (the item side was not loaded,
+        # so recomputing them would be wrong)
+        model.prepare = _keep_prepared
+        return Trained(model, self.config, self.manifest, dev)
 
 
 # ----------------------------------------------------------------------------- reading (eval, recommend)
@@ -320,7 +360,7 @@ def write_folder_manifest(out: Path, config: dict, records: dict, summary: dict,
     outputs = {"config": {"path": CONFIG, "fingerprint": artifacts.fingerprint(out / CONFIG)}}
     if (out / DEFAULT_WEIGHTS).is_file():
         outputs["model"] = {"path": DEFAULT_WEIGHTS, "fingerprint": artifacts.fingerprint(out / DEFAULT_WEIGHTS)}
-    for p in sorted(out.glob("model.*.safetensors")):
+    for p in sorted(out.glob("model.*.safetensors")) + sorted(out.glob("prepared*.safetensors")):
         outputs[p.stem] = {"path": p.name, "fingerprint": artifacts.fingerprint(p)}
     for name in (METRICS, METRICS_CSV):
         if (out / name).is_file():
@@ -349,18 +389,28 @@ def save_weights(model, path: str | Path) -> Path:
     return Path(path)
 
 
-def load_weights(model, path: str | Path, device: str = "cpu") -> None:
-    from safetensors.torch import load_file
+def load_weights(model, path: str | Path, device: str = "cpu", skip: frozenset | None = None) -> None:
+    """Load a weights file into ``model`` (strict); ``skip``: modules (first key component) neither
+    read nor required."""
+    from safetensors import safe_open
 
     path = Path(path)
     if not path.is_file():
         raise TemacliError(f"{path}: model weights not found; train a model with `temacli train --out {path.parent}`")
+    skip = skip or frozenset()
     try:
-        state = load_file(str(path), device=device)
+        with safe_open(str(path), framework="pt", device=device) as f:
+            state = {k: f.get_tensor(k) for k in f.keys() if k.split(".", 1)[0] not in skip}
     except Exception as e:  # safetensors raises its own error types
         raise TemacliError(f"{path}: not a readable safetensors file ({e})") from None
     try:
-        model.load_state_dict(state, strict=True)
+        if not skip:
+            model.load_state_dict(state, strict=True)
+        else:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+            missing = [k for k in missing if k.split(".", 1)[0] not in skip]
+            if missing or unexpected:
+                raise RuntimeError(f"Error(s) in loading state_dict:\n  missing {missing[:3]}, unexpected {unexpected[:3]}")
     except RuntimeError as e:
         first = str(e).strip().splitlines()
         raise TemacliError(
@@ -407,3 +457,86 @@ def load_checkpoint(path: str | Path, model, optimizer, generator, device: str =
         torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
     generator.set_state(state["generator"].cpu())
     return int(state["epoch"]), state["tracker"]
+
+
+# ----------------------------------------------------------------------------- prepared tables
+def _keep_prepared() -> None:
+    """``prepare()`` of a model loaded with prepared tables: they are already in place."""
+
+
+def prepared_name(weights: str = DEFAULT_WEIGHTS) -> str:
+    """The prepared file of a weight file: prepared.safetensors, prepared.<domain>.safetensors, ..."""
+    if weights == DEFAULT_WEIGHTS:
+        return PREPARED
+    stem = Path(weights).name.removesuffix(".safetensors")
+    return f"prepared.{stem.removeprefix('model.')}.safetensors"
+
+
+def _weights_stamp(path: Path) -> dict:
+    st = path.stat()
+    return {"weights_size": str(st.st_size), "weights_mtime_ns": str(st.st_mtime_ns)}
+
+
+def write_prepared(out: str | Path, config: dict) -> list[str]:
+    """Beside each weight file of the folder ``out`` (trained as ``config`` says), what ``prepare()``
+    computes from it, on the CPU as a load would; nothing for kinds without item tables. Returns
+    the files written. Training calls it when it ends."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    folder = ModelFolder(path=out, config=config, manifest={}, kind=str(config.get("kind")))
+    if folder.kind not in PREPARED_REPLACES:
+        return []
+    written = []
+    for w in [DEFAULT_WEIGHTS] + sorted(p.name for p in out.glob("model.*.safetensors")):
+        path = out / w
+        if not path.is_file():
+            continue
+        model = folder.build()
+        load_weights(model, path, device="cpu")
+        model.eval()
+        model.prepare()
+        flat = {f"{group}/{m}": t.detach().float().contiguous().clone()
+                for group, per in model._tables.items() for m, t in per.items()}
+        meta = {"format": PREPARED_FORMAT, "kind": folder.kind, "weights": w, "device": "cpu",
+                "weights_fingerprint": artifacts.fingerprint(path), **_weights_stamp(path)}
+        with artifacts.atomic_path(out / prepared_name(w), suffix=".safetensors") as tmp:
+            save_file(flat, str(tmp), metadata=meta)
+        written.append(prepared_name(w))
+    return written
+
+
+def read_prepared(folder_path: str | Path, weights: str, model) -> dict | None:
+    """The prepared tables of ``weights`` as ``model._tables``, or None when there is no file, or it
+    does not match the weights (fingerprint), the model kind or the model's table shapes."""
+    from safetensors import safe_open
+
+    folder_path = Path(folder_path)
+    path, wpath = folder_path / prepared_name(weights), folder_path / weights
+    if not path.is_file() or not wpath.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != PREPARED_FORMAT or meta.get("weights") != weights \
+                    or meta.get("kind") != getattr(model, "kind", None):
+                return None
+            stamp = _weights_stamp(wpath)
+            if any(meta.get(k) != v for k, v in stamp.items()) \
+                    and meta.get("weights_fingerprint") != artifacts.fingerprint(wpath):
+                return None  # other weights than the tables were computed from: stale
+            tables: dict = {}
+            for key in f.keys():
+                group, _, m = key.partition("/")
+                tables.setdefault(group, {})[m] = f.get_tensor(key)
+    except Exception:  # an unreadable prepared file is only a missed shortcut
+        return None
+    n, q = model.n_items + 1, getattr(getattr(model, "cfg", None), "q", None)
+    streams = tuple(getattr(model, "streams", ()))
+    if set(tables) != {"R", "F"}:
+        return None
+    for group, per in tables.items():
+        if set(per) != set(streams) or any(tuple(t.shape) != (n, q) for t in per.values()):
+            return None
+        tables[group] = {m: per[m] for m in streams}  # the model's stream order (the file sorts its keys)
+    return tables

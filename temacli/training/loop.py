@@ -747,6 +747,7 @@ def _finish(out: Path, config: dict, tracker: EarlyStopping, records: dict, n_ro
         return summary
     config["best"] = summary
     mfolder.write_config(out, config)
+    mfolder.write_prepared(out, config)  # what model.prepare() computes, so eval and recommend need not
     counts = {"train_rows": n_rows, "n_parameters": config.get("n_parameters"), "epochs_run": tracker.epoch}
     mfolder.write_folder_manifest(out, config, records, summary, counts)
     return summary
