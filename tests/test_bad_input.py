@@ -3,26 +3,25 @@
 One test (at least) per class of the issue, not per example. Each runs the real command through
 ``temacli.cli.main`` on tiny inputs built in ``tmp_path`` and asserts the exit code (2), the first words
 of the one-line message, and that nothing was written (the tree under ``tmp_path`` is unchanged, or the
-output does not exist). Classes, in the issue's order:
+output does not exist). Classes, numbered as the issue's must-haves:
 
-1. inputs validated where they are read (feature matrices: NaN rows, integer storage, manifest fields;
-   item tags with NaN or negative weights, weights not summing to 1, a score of 500, an item id out of
-   range, or no rows; a dataset manifest without its counts; config.json
-   with a wrong type or a missing key)
-2. inputs fingerprint-checked (a features matrix edited after its manifest; test.parquet and the stored
-   candidates edited after `data split`)
-3. flag values checked before any work or file (features, data split, train, eval), and a model too large
-   for memory refused with its estimated size before allocation; a non-finite training loss stops the run
-   (exit 2, epoch and batch named) and is never kept as the best epoch
+1. inputs validated where they are read: feature matrices (NaN rows, integer storage, manifest fields);
+   item tags (NaN or negative weights, weights not summing to 1, a score of 500, an unknown item, no
+   rows); a dataset manifest without its counts; config.json with a wrong type or a missing key; a
+   non-finite training loss stops the run (epoch and batch named) and is never kept as the best epoch
+2. inputs fingerprint-checked: a features matrix edited after its manifest; test.parquet and the stored
+   candidates edited after `data split`
+3. flag values checked before any work or file (features, data split, train, eval, tags, recommend); a
+   model too large for memory refused with its estimated size before allocation
 4. output paths checked before work (file/folder mix-ups, unwritable folders, for every writing stage);
    outputs honour the umask
-5. LLM replies cannot move scores between items (ids numbered from 0: refused whole, never cached; tags
-   match exits 2 without item tags when nothing could be scored, e.g. a dead server); a prompt file that
-   is not UTF-8
+5. LLM replies cannot move scores between items (ids numbered from 0: refused whole, never cached); tags
+   match exits 2 without item tags when nothing could be scored (a dead server); a prompt file that is
+   not UTF-8
 6. resume finds its way: a kill before the first checkpoint, a torn metrics.jsonl line, a checkpoint
    temporary left by kill -9, the same run given relative paths; leftovers of a killed write removed
 7. logs with blank ids refused with the first offending line; quoted CSV fields with newlines read
-and the crash class: out of memory and OSError on a user path become one line, exit 2.
+and the crash class: out of memory (and OSError on a user path, tests/test_cli.py) become one line, exit 2.
 """
 
 from __future__ import annotations
@@ -382,6 +381,39 @@ def test_data_split_and_eval_flags_are_checked_before_any_file(trained, tmp_path
     refused(code, err, "--min-user-interactions 0: out of range")
     code, err = cli(["eval", trained, "--ks", "0", "--out", tmp_path / "r.json"], capsys)
     refused(code, err, "--ks 0: ")
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "stage, flags, first",
+    [
+        ("match", ["--top-r", 0], "--top-r must be at least 1"),
+        ("match", ["--threshold", 500], "--threshold must be within 1..100"),
+        ("match", ["--shard", "5/2"], "--shard '5/2' must be i/n with 0 <= i < n"),
+        ("match", ["--batch-items", 0], "--batch-items 0: must be between 1 and 256"),
+        ("match", ["--max-failed-share", 2], "--max-failed-share 2.0: must be between 0.0 and 1.0"),
+        ("match", ["--concurrency", 0], "--concurrency must be at least 1"),
+        ("generate", ["--runs", 0], "--runs 0: must be between 1 and 100"),
+        ("recommend", ["--k", 0], "--k must be at least 1"),
+    ],
+)
+def test_tags_and_recommend_flags_are_checked_before_any_file(dataset, trained, tmp_path, capsys, monkeypatch,
+                                                             stage, flags, first):
+    from _llm_server import write_tag_list
+
+    monkeypatch.setenv("TEMACLI_CACHE_DIR", str(tmp_path / "cache"))
+    tags = tmp_path / "tags"
+    write_tag_list(tags / "food.parquet", "food", ["tea", "coffee"])
+    write_tag_list(tags / "kitchen.parquet", "kitchen", ["kettle", "knife"])
+    items = dataset.path / "items.parquet"
+    argv = {
+        "match": ["tags", "match", "--items", items, "--tags", tags, "--out", tmp_path / "o" / "item_tags.parquet"],
+        "generate": ["tags", "generate", "--items", items, "--domain", "food", "--out", tmp_path / "o" / "food.parquet"],
+        "recommend": ["recommend", "--model", trained, "--data", dataset.path, "--user", "U001"],
+    }[stage]
+    before = tree(tmp_path)
+    code, err = cli([*argv, *flags], capsys)
+    refused(code, err, first)
     assert tree(tmp_path) == before
 
 
