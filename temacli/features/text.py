@@ -216,6 +216,8 @@ def compute_text_features(
     item_ids = inp.table.column("item_id").to_pylist()
 
     def fill(mm):
+        progress.message(f"loading {MODEL_NAME} ({device}, {precision})")
+        _load(device, precision)  # before the phase starts, so its rate and ETA count encoding only
         progress.start(inp.n_items, "texts")
         encode_texts(texts, batch_size=batch_size, device=device, progress=progress, out=mm, precision=precision)
         mask = np.asarray([bool(t.strip()) for t in texts], dtype=bool)
