@@ -235,6 +235,7 @@ def test_bf16_capability_check_falls_back_to_fp32_without_amx(monkeypatch):
     assert cpu_has_bf16_matmul() is False
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("amx", [False, True])
 def test_amp_auto_trains_in_the_precision_the_cpu_check_allows(amx, monkeypatch, tmp_path):
     """``--amp auto`` on a CPU: every training step runs in bf16 exactly when the check says so."""
