@@ -147,7 +147,7 @@ def local_part(work: Path, items: Path, tags: Path, pos, neg, k: int, results: d
     t0 = time.perf_counter()
     m = match_tags(sitems, [tags], out=work / "local" / "item_tags.parquet", method="llm",
                    settings=LLMSettings(cache=str(work / "cache-local.sqlite"), concurrency=1), batch_items=4,
-                   selection=Selection(), show_progress=True)
+                   selection=Selection())
     dt = time.perf_counter() - t0
     n = m["counts"]["items"]
     out = {"llm_local": {"items": n, "seconds": round(dt, 1), "items_per_s": round(n / dt, 3),
@@ -211,7 +211,7 @@ def main() -> None:
             st = LLMSettings(model="openai/scripted", api_base=(s.url,), concurrency=c, cache=str(cache))
             t0 = time.perf_counter()
             m = match_tags(items, [tags], out=work / f"llm-c{c}" / "item_tags.parquet", method="llm", settings=st,
-                           selection=sel, show_progress=False)
+                           selection=sel)
             dt = time.perf_counter() - t0
             n = m["counts"]["items"]
             results[f"llm_scripted_c{c}"] = {"seconds": round(dt, 1), "items_per_s": round(n / dt, 1),
@@ -220,15 +220,14 @@ def main() -> None:
                   f"({m['counts']['llm_calls']} calls)", flush=True)
         t0 = time.perf_counter()
         m = match_tags(items, [tags], out=work / f"llm-c{c}" / "item_tags.parquet", method="llm", settings=st,
-                       selection=sel, show_progress=False)
+                       selection=sel)
         dt = time.perf_counter() - t0
         results["llm_cached_rerun"] = {"seconds": round(dt, 1), "calls": m["counts"]["llm_calls"]}
         print(f"llm fully cached rerun: {dt:.1f} s ({m['counts']['cache_hits']} cache hits, "
               f"{m['counts']['llm_calls']} calls)", flush=True)
     for method in ("embedding", "keyword"):
         t0 = time.perf_counter()
-        m = match_tags(items, [tags], out=work / method / "item_tags.parquet", method=method, selection=sel,
-                       show_progress=False)
+        m = match_tags(items, [tags], out=work / method / "item_tags.parquet", method=method, selection=sel)
         dt = time.perf_counter() - t0
         results[method] = {"seconds": round(dt, 1), "items_per_s": round(m["counts"]["items"] / dt, 1)}
         print(f"{method}: {m['counts']['items']} items in {dt:.1f} s", flush=True)

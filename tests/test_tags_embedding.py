@@ -22,7 +22,7 @@ def test_embedding_reuse_equals_encoding_again(tmp_path, monkeypatch):
     write_tag_list(tmp_path / "tags" / "food.parquet", "food", FOOD_TAGS)
     write_tag_list(tmp_path / "tags" / "kitchen.parquet", "kitchen", KITCHEN_TAGS)
     compute_text_features(items, tmp_path / "features")
-    a = match_tags(items, [tmp_path / "tags"], out=tmp_path / "a", method="embedding", show_progress=False)
+    a = match_tags(items, [tmp_path / "tags"], out=tmp_path / "a", method="embedding")
     # reuse: the encoder must not run on the items (it still encodes the few tags)
     import temacli.tags.embed as embed
 
@@ -35,8 +35,7 @@ def test_embedding_reuse_equals_encoding_again(tmp_path, monkeypatch):
         return out
 
     monkeypatch.setattr(embed, "item_text_vectors", spy)
-    b = match_tags(items, [tmp_path / "tags"], out=tmp_path / "b", method="embedding", features=tmp_path / "features",
-                   show_progress=False)
+    b = match_tags(items, [tmp_path / "tags"], out=tmp_path / "b", method="embedding", features=tmp_path / "features")
     assert calls and calls[0]["reused"] is True
     assert (tmp_path / "a" / "item_tags.parquet").read_bytes() == (tmp_path / "b" / "item_tags.parquet").read_bytes()
     rep = json.loads((tmp_path / "b" / "item_tags.report.json").read_text())
@@ -47,9 +46,7 @@ def test_embedding_reuse_equals_encoding_again(tmp_path, monkeypatch):
     write_tag_list(tmp_path / "tags2" / "food.parquet", "food", FOOD_TAGS)
     write_tag_list(tmp_path / "tags2" / "kitchen.parquet", "kitchen", KITCHEN_TAGS)
     with pytest.raises(TemacliError, match="items fingerprint of text.npy"):
-        match_tags(other, [tmp_path / "tags2"], out=tmp_path / "c", method="embedding", features=tmp_path / "features",
-                   show_progress=False)
+        match_tags(other, [tmp_path / "tags2"], out=tmp_path / "c", method="embedding", features=tmp_path / "features")
     assert not (tmp_path / "c" / "item_tags.parquet").exists()
     with pytest.raises(TemacliError, match="--features is used by --method embedding only"):
-        match_tags(items, [tmp_path / "tags"], out=tmp_path / "d", method="keyword", features=tmp_path / "features",
-                   show_progress=False)
+        match_tags(items, [tmp_path / "tags"], out=tmp_path / "d", method="keyword", features=tmp_path / "features")

@@ -66,7 +66,7 @@ def test_junk_lists_give_exactly_the_expected_vocabulary(tmp_path):
     with serve(_junk) as s:
         st = LLMSettings(model="openai/scripted", api_base=(s.url,), concurrency=1)
         m = generate_tags("arts", out=out, items=items, runs=3, num_tags=20, settings=st, min_items=1,
-                          max_share=0.5, show_progress=False)
+                          max_share=0.5)
     t = pq.read_table(out).to_pydict()
     assert t["tag"] == ["pencils", "watercolor", "beads", "paper crafting", "paint brushes"]
     assert t["votes"] == [3, 3, 3, 2, 1]  # beads + beading and paper crafting + paper craft: votes summed
@@ -87,13 +87,18 @@ def test_junk_lists_give_exactly_the_expected_vocabulary(tmp_path):
 
 
 def test_literal_is_algorithm_1_as_before(tmp_path):
+    from temacli.progress import Recorder
+
     items = make_items(tmp_path / "data", ARTS + OFFICE, domains=("arts", "office"))
     out = tmp_path / "lit" / "arts.parquet"
+    rec = Recorder()
     with serve(_junk) as s:
         st = LLMSettings(model="openai/scripted", api_base=(s.url,), concurrency=1)
-        m = generate_tags("arts", out=out, items=items, runs=3, num_tags=8, settings=st, literal=True,
-                          show_progress=False)
+        m = generate_tags("arts", out=out, items=items, runs=3, num_tags=8, settings=st, literal=True, progress=rec)
         prompts = s.prompts()
+    # progress goes through the one protocol: a phase of 3 runs, 3 advances, finished
+    assert rec.events[0] == ("start", 3, "tags generate arts") and rec.events[-1] == ("finish",)
+    assert sum(e[1] for e in rec.events if e[0] == "advance") == 3
     t = pq.read_table(out).to_pydict()
     # surface forms vote, no rules: art supplies 3, watercolor 2 (watercolors apart), beads 2, pencils 2 ...
     runs = [RunRecord(r, "ok", [(tg.lower().strip(), sc) for tg, sc in JUNK[r + 1] if len(tg) <= 40])
@@ -122,8 +127,7 @@ def test_custom_prompt_brings_its_own_echo_words(tmp_path):
                                                        {"tag": "description", "score": 0.9},
                                                        {"tag": "glitter", "score": 0.5}]}))) as s:
         st = LLMSettings(model="openai/scripted", api_base=(s.url,))
-        m = generate_tags("arts", out=tmp_path / "t.parquet", runs=1, settings=st, prompt_file=prompt,
-                          show_progress=False)
+        m = generate_tags("arts", out=tmp_path / "t.parquet", runs=1, settings=st, prompt_file=prompt)
     # its list replaces the built-in one: "pencils" is now an echo, "description" no longer
     assert [k["tag"] for k in m["tags"]] == ["description", "glitter"]
     assert m["params"]["echo_words"] == str(tmp_path / "mine.echo.txt")

@@ -72,3 +72,4 @@ def test_batched_score_fields_equal_sequential_decoding():
     finally:
         lm.batched = True
     assert a == b and json.loads(a)["items"][0]["id"] == 1
+

@@ -166,8 +166,7 @@ def test_llm_match_end_to_end_with_faulty_replies(ds, tmp_path):
 
     out = tmp_path / "tags" / "item_tags.parquet"
     with serve(script) as s:
-        m = match_tags(items, [tags], out=out, method="llm", settings=_llm(s.url, max_retries=1), batch_items=2,
-                       show_progress=False)
+        m = match_tags(items, [tags], out=out, method="llm", settings=_llm(s.url, max_retries=1), batch_items=2)
     rep = json.loads(out.with_name("item_tags.report.json").read_text())
     t = _table(out)
     # Pyrex (item 8) failed after retries: listed and counted, not silently dropped; item 4 has no text
@@ -204,8 +203,7 @@ def test_injection_title_gets_no_injected_tag_or_score(tmp_path):
 
     out = tmp_path / "tags" / "item_tags.parquet"
     with serve(obedient) as s:
-        match_tags(items, [tmp_path / "tags"], out=out, method="llm", settings=_llm(s.url), batch_items=2,
-                   show_progress=False)
+        match_tags(items, [tmp_path / "tags"], out=out, method="llm", settings=_llm(s.url), batch_items=2)
         prompt = s.prompts()[0]
         schema = s.requests[0]["response_format"]["json_schema"]["schema"]
         assert len(s.requests) == 2 and "Reminder:" in s.prompts()[1]  # the extra id 99: asked once more
@@ -233,7 +231,7 @@ def test_shifted_ids_never_score_another_item_and_never_reach_the_cache(ds, tmp_
     out = tmp_path / "o" / "item_tags.parquet"
     with serve(from_zero) as s:
         with pytest.raises(TemacliError, match=r"tags match: 9 of 9 items failed \(all of them\)"):
-            match_tags(items, [tags], out=out, method="llm", settings=_llm(s.url), batch_items=2, show_progress=False)
+            match_tags(items, [tags], out=out, method="llm", settings=_llm(s.url), batch_items=2)
         n_first = len(s.requests)
     assert n_first == 10  # 5 batches, each asked once more with the reminder, then failed
     assert not out.exists() and not out.with_name("tag_vocab.parquet").exists()  # no 0-row item tags
@@ -242,7 +240,7 @@ def test_shifted_ids_never_score_another_item_and_never_reach_the_cache(ds, tmp_
     assert rep["dropped_scores"]["missing_item"] == 5 * 5 + 4 * 4  # every (item, tag) score of the failed items
     # nothing was cached: a fixed server is asked everything again, and then scores every item
     with serve(lambda b, n: Reply(keyword_scorer(b))) as s2:
-        m = match_tags(items, [tags], out=out, method="llm", settings=_llm(s2.url), batch_items=2, show_progress=False)
+        m = match_tags(items, [tags], out=out, method="llm", settings=_llm(s2.url), batch_items=2)
     assert len(s2.requests) == 5 and m["counts"]["cache_hits"] == 0 and m["counts"]["failed_items"] == 0
 
 
@@ -257,7 +255,7 @@ def test_max_failed_share_and_cli_exit_2_with_report(ds, tmp_path, capsys):
 
     out = tmp_path / "o" / "item_tags.parquet"
     with serve(half) as s:
-        m = match_tags(items, [tags], out=out, method="llm", settings=_llm(s.url), batch_items=2, show_progress=False)
+        m = match_tags(items, [tags], out=out, method="llm", settings=_llm(s.url), batch_items=2)
         assert m["counts"]["failed_items"] == 4  # the default refuses only when every item failed
         with pytest.raises(SystemExit) as e:
             main(["tags", "match", "--items", str(items), "--tags", str(tags), "--method", "llm", "--batch-items", "2",
@@ -274,10 +272,10 @@ def test_rerun_is_cached_and_selection_is_one_flag_away(ds, tmp_path):
     out = tmp_path / "o" / "item_tags.parquet"
     with serve(lambda b, n: Reply(keyword_scorer(b))) as s:
         st = _llm(s.url)
-        match_tags(items, [tags], out=out, method="llm", settings=st, show_progress=False)
+        match_tags(items, [tags], out=out, method="llm", settings=st)
         n_calls = len(s.requests)
         for sel in (Selection(select="top-r", represent="onehot"), Selection(select="threshold", represent="multihot")):
-            m = match_tags(items, [tags], out=out, method="llm", settings=st, selection=sel, show_progress=False)
+            m = match_tags(items, [tags], out=out, method="llm", settings=st, selection=sel)
             assert m["counts"]["llm_calls"] == 0
         assert len(s.requests) == n_calls
     t = _table(out)
@@ -288,10 +286,16 @@ def test_kill_and_resume_gives_identical_output_without_repeated_calls(ds, tmp_p
     items, tags = ds
     env = dict(os.environ, TEMACLI_CACHE_DIR=str(tmp_path / "cache-a"), PYTHONPATH=str(ROOT))
     answered: list[str] = []
+    resumed: list[str] = []
+    state = {"killed": False}
 
     def slow_after_three(body, n):
+        if state["killed"]:  # the same server, answering the resumed run (the cache key includes the endpoint)
+            resumed.append(chat_user(body))
+            return Reply(keyword_scorer(body))
         if n > 3:
             time.sleep(60)  # the process is killed while waiting here
+            return Reply(keyword_scorer(body))
         answered.append(chat_user(body))
         return Reply(keyword_scorer(body))
 
@@ -309,16 +313,15 @@ def test_kill_and_resume_gives_identical_output_without_repeated_calls(ds, tmp_p
         time.sleep(0.5)
         p.send_signal(signal.SIGKILL)
         p.wait()
-    assert len(s.requests) == 4 and not out.exists()
-    first = set(answered)
-    resumed: list[str] = []
-    with serve(lambda b, n: (resumed.append(chat_user(b)), Reply(keyword_scorer(b)))[1]) as s2:
-        r = subprocess.run(cmd(s2.url, out), env=env, capture_output=True, text=True, timeout=300)
+        assert len(s.requests) == 4 and not out.exists()
+        first = set(answered)
+        state["killed"] = True
+        r = subprocess.run(cmd(s.url, out), env=env, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr
         # a fresh, uninterrupted run for comparison (its own empty cache)
         ref = tmp_path / "ref" / "item_tags.parquet"
         env_b = dict(env, TEMACLI_CACHE_DIR=str(tmp_path / "cache-b"))
-        r2 = subprocess.run(cmd(s2.url, ref), env=env_b, capture_output=True, text=True, timeout=300)
+        r2 = subprocess.run(cmd(s.url, ref), env=env_b, capture_output=True, text=True, timeout=300)
         assert r2.returncode == 0, r2.stderr
     n_items_with_text = 9
     assert len(first) == 3 and not first & set(resumed[: n_items_with_text - 3])  # nothing asked twice
@@ -354,16 +357,16 @@ def test_shards_merge_to_the_unsharded_output(ds, tmp_path):
     with serve(lambda b, n: Reply(keyword_scorer(b))) as s:
         st = _llm(s.url)
         full = match_tags(items, [tags], out=tmp_path / "full" / "item_tags.parquet", method="llm", settings=st,
-                          batch_items=2, show_progress=False)
+                          batch_items=2)
         parts = [match_tags(items, [tags], out=tmp_path / f"s{i}" / "item_tags.parquet", method="llm", settings=st,
-                            batch_items=2, shard=f"{i}/3", show_progress=False)["path"] for i in range(3)]
+                            batch_items=2, shard=f"{i}/3")["path"] for i in range(3)]
         assert len(s.requests) == 5  # shards reused the unsharded run's cached replies
     m = merge_shards(parts, tmp_path / "merged" / "item_tags.parquet")
     assert _table(m["path"]) == _table(full["path"])
     with pytest.raises(TemacliError, match="missing"):
         merge_shards(parts[:2], tmp_path / "bad" / "item_tags.parquet")
     with pytest.raises(TemacliError, match="--shard"):
-        match_tags(items, [tags], method="keyword", shard="3/3", show_progress=False)
+        match_tags(items, [tags], method="keyword", shard="3/3")
 
 
 def test_keyword_method_and_cli(ds, tmp_path, capsys):
@@ -394,8 +397,7 @@ def test_embedding_method(ds, tmp_path):
     items, tags = ds
     out = tmp_path / "emb" / "item_tags.parquet"
     m = match_tags(items, [tags], out=out, method="embedding", selection=Selection(select="top-r", top_r=1,
-                                                                                    represent="onehot"),
-                   show_progress=False)
+                                                                                    represent="onehot"))
     t = _table(out)
     vocab = _table(out.with_name("tag_vocab.parquet"))["tag"]
     best = {i: vocab[j] for i, j in zip(t["item"], t["tag_index"])}

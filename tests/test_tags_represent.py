@@ -80,13 +80,13 @@ def test_match_and_represent_give_identical_e_tag(tmp_path, how):
     write_tag_list(tmp_path / "tags" / "kitchen.parquet", "kitchen", KITCHEN_TAGS)
     sel = dict(select="top-r", top_r=3)
     ref = match_tags(items, [tmp_path / "tags"], out=tmp_path / "w", method="keyword",
-                     selection=Selection(represent="weighted", **sel), show_progress=False)
+                     selection=Selection(represent="weighted", **sel))
     t = pq.read_table(ref["path"]).to_pydict()
     item, tag, score = (np.asarray(t[k]) for k in ("item", "tag_index", "score"))
     n_items, n_tags = len(FOOD) + len(KITCHEN), ref["counts"]["tags"]
     assert len(set(item.tolist())) >= 6  # enough tagged items for the comparison to mean something
     got = match_tags(items, [tmp_path / "tags"], out=tmp_path / how, method="keyword",
-                     selection=Selection(represent=how, **sel), show_progress=False)
+                     selection=Selection(represent=how, **sel))
     g = pq.read_table(got["path"]).to_pydict()
     ri, rt, rw = represent(item, tag, score, how)
     assert _rows(g["item"], g["tag_index"], g["weight"]) == _rows(ri, rt, rw)

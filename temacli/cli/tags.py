@@ -25,6 +25,12 @@ _MODEL_HELP = (
 )
 
 
+def _progress(as_json: bool):
+    from temacli.cli._console import RichProgress
+
+    return RichProgress(enabled=not as_json)
+
+
 def _settings(model, api_base, concurrency, timeout, max_retries, response_format, cache, no_cache, max_tokens):
     from temacli.llm.client import LOCAL_MODEL, LLMSettings
 
@@ -85,7 +91,7 @@ def generate(
     settings = _settings(model, api_base, concurrency, timeout, max_retries, response_format, cache, no_cache, max_tokens)
     m = generate_tags(
         domain, out=out, items=items, runs=runs, num_tags=num_tags, sample_titles=sample_titles, seed=seed,
-        min_votes=min_votes, prompt_file=prompt_file, settings=settings, show_progress=not as_json,
+        min_votes=min_votes, prompt_file=prompt_file, settings=settings, progress=_progress(as_json),
         literal=literal, max_words=max_words, min_items=min_items, max_share=max_share, ground=ground,
         ground_threshold=ground_threshold, merge_cos=merge_cos, features=features, device=device,
     )
@@ -155,7 +161,7 @@ def match(
     settings = _settings(model, api_base, concurrency, timeout, max_retries, response_format, cache, no_cache, max_tokens)
     m = match_tags(items, list(tags), out=out, method=method, selection=sel, settings=settings,
                    batch_items=batch_items, shard=shard, device=device, prompt_file=prompt_file,
-                   show_progress=not as_json, features=features, max_failed_share=max_failed_share)
+                   progress=_progress(as_json), features=features, max_failed_share=max_failed_share)
     c = m["counts"]
     if as_json:
         print(json.dumps({"path": m["path"], "report": m["report_path"], "counts": c}, indent=2))

@@ -15,14 +15,14 @@
 * Replies are read with JSON mode / a JSON schema where the backend supports it and a tolerant parser
   otherwise (``temacli.tags.parse``). Runs that cannot be read are recorded in the report and do not
   vote; ``runs`` in the output counts the runs that did.
-* Vote: tags are normalised (NFKC, lowercase, separators to spaces, duplicates within a run merged);
-  a tag's votes = the number of parsed runs that contain it. Tags are ordered by votes, then mean
-  score, then mean position in the runs' lists (models list the most important first), then text,
-  and the first N with votes >= ``--min-votes`` are kept (default 1: the N most
-  voted tags, so the list has N tags whenever the runs proposed N; with a real model the lists overlap
-  and these are the tags most runs agree on; ``--min-votes`` makes the majority strict, e.g. 3 of 5).
-  The manifest counts how many kept tags had a strict majority. ``mean_score`` is the mean of the
-  scores the tag got in the runs that voted for it.
+* Vote: unless ``--literal``, candidates go through :mod:`temacli.tags.hygiene` first (the prompt's
+  rules, with drop reasons; canonical forms from :mod:`temacli.tags.canon`; near-duplicates merged;
+  with ``--items``, grounding by ``--min-items``/``--max-share``); votes(t) = the number of parsed runs
+  whose list contains t. Tags are ordered by votes, then mean score, then mean position in the runs'
+  lists (models list the most important first), then text, and the first N with votes >=
+  ``--min-votes`` (default 1) that survive grounding are kept. ``--literal`` votes surface forms with
+  nothing else, as Algorithm 1 does. ``mean_score`` is the mean of the scores the tag got in the runs
+  that voted for it.
 """
 
 from __future__ import annotations
@@ -74,8 +74,6 @@ GROUNDINGS = ("keyword", "embedding")
 
 def domain_kind(domain: str) -> str:
     """media (genres, themes, ...), food (ingredients, flavours, ...) or products (types, materials, ...)."""
-    from temacli.tags.canon import text_keys
-
     words = set(domain.lower().replace("&", " ").replace("_", " ").replace("-", " ").split())
     if words & MEDIA_WORDS:
         return "media"
@@ -222,7 +220,7 @@ def generate_tags(
     min_votes: int | None = None,
     prompt_file: str | Path | None = None,
     settings: LLMSettings | None = None,
-    show_progress: bool = True,
+    progress=None,
     literal: bool = False,
     max_words: int = DEFAULT_MAX_WORDS,
     min_items: int = DEFAULT_MIN_ITEMS,
@@ -264,24 +262,26 @@ def generate_tags(
             for r in range(runs)]
     records: dict[int, RunRecord] = {}
     client = LLMClient(settings)
-    from temacli.llm.progress import progress
+    from temacli.progress import SILENT
 
+    bar = progress if progress is not None else SILENT
     try:
-        with progress(runs, f"tags generate {domain}", show_progress, unit="runs") as bar:
+        bar.start(runs, f"tags generate {domain}", unit="runs")
 
-            def on_result(res):
-                if res.text is None:
-                    records[res.id] = RunRecord(res.id, "failed", [], error=res.error)
-                else:
-                    tags, err = parse_tag_list(res.text, MAX_TAG_CHARS if literal else None)
-                    records[res.id] = RunRecord(
-                        res.id, "ok" if tags else "unparsable", tags, error=err, cached=res.cached,
-                        excerpt=res.text[:2000],
-                    )
-                bar.advance(1, cached=int(res.cached), failed=int(records[res.id].status != "ok"))
+        def on_result(res):
+            if res.text is None:
+                records[res.id] = RunRecord(res.id, "failed", [], error=res.error)
+            else:
+                tags, err = parse_tag_list(res.text, MAX_TAG_CHARS if literal else None)
+                records[res.id] = RunRecord(
+                    res.id, "ok" if tags else "unparsable", tags, error=err, cached=res.cached,
+                    excerpt=res.text[:2000],
+                )
+            bar.advance(1, cached=int(res.cached), failed=int(records[res.id].status != "ok"))
 
-            stats = client.run(reqs, on_result)
+        stats = client.run(reqs, on_result)
     finally:
+        bar.finish()
         client.close()
     ordered = [records[r] for r in range(runs)]
     report_path = out.with_name(out.stem + ".report.json")

@@ -449,14 +449,13 @@ def score_llm(
     settings,
     batch_items: int,
     shard: tuple[int, int],
-    show_progress: bool,
+    progress,
     template: str,
     system: str,
 ) -> tuple[dict[int, np.ndarray], dict]:
     """Scores per item (array over its domain's list, NaN = unscored) for the shard's items, and a report."""
     from temacli.llm import prompts
     from temacli.llm.client import LLMClient, Request, messages
-    from temacli.llm.progress import progress
 
     # batches are formed over all items (per domain, in item order) before sharding, so a shard's
     # requests are the same requests as in an unsharded run: caches can be shared or merged
@@ -488,53 +487,55 @@ def score_llm(
     failed: dict[int, str] = {}
     client = LLMClient(settings)
     total = sum(len(r) for _, r in batches)
+    bar = progress
     try:
-        with progress(total, "tags match (llm)", show_progress) as bar:
-            queue: list[tuple[str, list[int], str]] = []
+        bar.start(total, "tags match (llm)")
+        queue: list[tuple[str, list[int], str]] = []
 
-            def on_result(res):
-                d, rows, mode = res.id
-                tl = tag_lists[d]
-                problem: list[str] = []
-                got = parse_match_reply(res.text, len(rows), tl, stats, problem) if res.text is not None else {}
-                why = problem[0] if problem else None
-                if why in ID_PROBLEMS and mode != "reminder":
-                    queue.append((d, rows, "reminder"))  # asked once more, with a reminder of the ids
-                    return
-                if why == "unreadable" and mode == "batch" and len(rows) > 1:
-                    queue.extend((d, [i], "single") for i in rows)  # e.g. a batch reply cut off: item by item
-                    return
-                done = 0
-                for k, i in enumerate(rows):
-                    if k in got:
-                        arr = np.full(len(tl), np.nan, dtype=np.float32)
-                        for j, v in got[k].items():
-                            arr[j] = v
-                        result[i] = arr
-                        failed.pop(i, None)
-                        done += 1
-                    elif mode == "batch" and len(rows) > 1 and why is None:
-                        queue.append((d, [i], "single"))
+        def on_result(res):
+            d, rows, mode = res.id
+            tl = tag_lists[d]
+            problem: list[str] = []
+            got = parse_match_reply(res.text, len(rows), tl, stats, problem) if res.text is not None else {}
+            why = problem[0] if problem else None
+            if why in ID_PROBLEMS and mode != "reminder":
+                queue.append((d, rows, "reminder"))  # asked once more, with a reminder of the ids
+                return
+            if why == "unreadable" and mode == "batch" and len(rows) > 1:
+                queue.extend((d, [i], "single") for i in rows)  # e.g. a batch reply cut off: item by item
+                return
+            done = 0
+            for k, i in enumerate(rows):
+                if k in got:
+                    arr = np.full(len(tl), np.nan, dtype=np.float32)
+                    for j, v in got[k].items():
+                        arr[j] = v
+                    result[i] = arr
+                    failed.pop(i, None)
+                    done += 1
+                elif mode == "batch" and len(rows) > 1 and why is None:
+                    queue.append((d, [i], "single"))
+                else:
+                    if res.text is None:
+                        failed[i] = res.error or "the request failed"
+                    elif why in ID_PROBLEMS:
+                        failed[i] = f"the reply's item ids were wrong twice ({why}); its scores were not used"
+                    elif why == "unreadable":
+                        failed[i] = "the reply could not be read as JSON"
                     else:
-                        if res.text is None:
-                            failed[i] = res.error or "the request failed"
-                        elif why in ID_PROBLEMS:
-                            failed[i] = f"the reply's item ids were wrong twice ({why}); its scores were not used"
-                        elif why == "unreadable":
-                            failed[i] = "the reply could not be read as JSON"
-                        else:
-                            failed[i] = "the reply gave no valid score for this item"
-                        stats.dropped["missing_item"] += len(tl)
-                        done += 1
-                bar.advance(done, cached=done if res.cached else 0,
-                            failed=sum(1 for i in rows if i in failed))
+                        failed[i] = "the reply gave no valid score for this item"
+                    stats.dropped["missing_item"] += len(tl)
+                    done += 1
+            bar.advance(done, cached=done if res.cached else 0,
+                        failed=sum(1 for i in rows if i in failed))
 
-            todo = [(d, rows, "batch") for d, rows in batches]
-            while todo:
-                client.run((request(d, rows, (d, rows, mode)) for d, rows, mode in todo), on_result)
-                todo = list(queue)
-                queue.clear()
+        todo = [(d, rows, "batch") for d, rows in batches]
+        while todo:
+            client.run((request(d, rows, (d, rows, mode)) for d, rows, mode in todo), on_result)
+            todo = list(queue)
+            queue.clear()
     finally:
+        bar.finish()
         client.close()
     s = client.stats
     report = {
@@ -577,7 +578,7 @@ def match_tags(
     shard: str | None = None,
     device: str = "cpu",
     prompt_file: str | Path | None = None,
-    show_progress: bool = True,
+    progress=None,
     features: str | Path | None = None,
     max_failed_share: float | None = None,
 ) -> dict:
@@ -629,6 +630,9 @@ def match_tags(
     lists, folds = fold_lists(lists)
     vocab, per_domain = build_vocab(lists, domains)
 
+    from temacli.progress import SILENT
+
+    bar = progress if progress is not None else SILENT
     all_items = np.arange(n)
     shard_items = all_items if sn == 1 else None
     scored: dict[int, np.ndarray] = {}
@@ -642,7 +646,7 @@ def match_tags(
         template = prompts.load("match", prompt_file)
         system = prompts.load("system")
         scored, report = score_llm(texts, all_items, domain_of, lists, settings, batch_items, (si, sn),
-                                   show_progress, template, system)
+                                   bar, template, system)
         params.update(batch_items=batch_items, llm=settings.public(),
                       prompt_sha256=hashlib.sha256(template.encode()).hexdigest(),
                       system_prompt_sha256=hashlib.sha256(system.encode()).hexdigest(),
@@ -651,14 +655,15 @@ def match_tags(
     else:
         if sn > 1:
             shard_items = all_items[all_items % sn == si]
-        from temacli.llm.progress import progress
-
         item_vec = None
         if method == "embedding":
             from temacli.tags.embed import item_text_vectors
 
-            with progress(n, "tags match (embedding: item texts)", show_progress) as bar:
+            bar.start(n, "tags match (embedding: item texts)")
+            try:
                 item_vec, enc = item_text_vectors(items, texts, features, device, progress=lambda k: bar.advance(k))
+            finally:
+                bar.finish()
             params["encoder"] = "all-MiniLM-L6-v2"
             params["cos_range"] = [COS_LO, COS_HI]
             report["item_vectors"] = {k: v for k, v in enc.items() if k != "features_fingerprint"}
