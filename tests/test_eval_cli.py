@@ -6,52 +6,45 @@ import json
 
 import pytest
 
-from _eval_fixtures import DotModel, fake_models, make_dataset  # noqa: F401  (fixture)
+from _eval_fixtures import DotModel, fake_models  # noqa: F401  (fixture)
 from temacli import artifacts
-from temacli.cli import main
-
-
-def run(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    cap = capsys.readouterr()
-    return e.value.code, cap.out, cap.err
+from temacli.data.dataset import Dataset
 
 
 @pytest.fixture
-def runs(tmp_path, fake_models):  # noqa: F811
-    ds = make_dataset(tmp_path)
+def runs(tmp_path, fake_models, make_dataset):  # noqa: F811
+    ds = Dataset.open(make_dataset(tmp_path, preset="eval"))
     a = fake_models(tmp_path / "good", DotModel(ds, seed=1, kind="tema"))
     b = fake_models(tmp_path / "other", DotModel(ds, seed=2, kind="sasrec"))
     return ds, a, b, fake_models
 
 
-def test_eval_table_names_everything(runs, capsys):
+def test_eval_table_names_everything(runs, run_cli):
     ds, a, _, _ = runs
-    code, out, err = run(["eval", "--model", a, "--data", ds.path, "--split", "test"], capsys)
+    code, out, err = run_cli(["eval", "--model", a, "--data", ds.path, "--split", "test"])
     assert code == 0, err
     for needle in ("protocol: sampled", "split: test", ds.candidates_fingerprint("test").split(":")[1][:12],
                    str(a), "food", "kitchen", "MRR", "NDCG@10", "HR@10", "history: both domains", "cold"):
         assert needle in out, needle
 
 
-def test_eval_json_and_data_from_manifest(runs, capsys):
+def test_eval_json_and_data_from_manifest(runs, run_cli):
     ds, a, _, _ = runs
-    code, out, _ = run(["eval", "--model", a, "--protocol", "full", "--json"], capsys)  # --data from the manifest
+    code, out, _ = run_cli(["eval", "--model", a, "--protocol", "full", "--json"])  # --data from the manifest
     assert code == 0
     r = json.loads(out)
     assert r["protocol"] == "full" and r["exclude_history"] is True and r["split"] == "test"
     assert r["model"]["path"] == str(a) and r["model"]["kind"] == "tema"
     assert r["data"]["fingerprint"] == ds.fingerprint and r["candidates"]["fingerprint"].startswith("sha256:")
     assert r["metrics"]["all"]["n"] == len(ds.split("test"))
-    code, out, _ = run(["eval", a, "--protocol", "full", "--keep-history", "--json"], capsys)
+    code, out, _ = run_cli(["eval", a, "--protocol", "full", "--keep-history", "--json"])
     assert json.loads(out)["exclude_history"] is False
 
 
-def test_eval_markdown_and_out_with_manifest(runs, capsys, tmp_path):
+def test_eval_markdown_and_out_with_manifest(runs, run_cli, tmp_path):
     ds, a, _, _ = runs
     dest = tmp_path / "m.json"
-    code, out, _ = run(["eval", "--model", a, "--data", ds.path, "--markdown", "--out", dest], capsys)
+    code, out, _ = run_cli(["eval", "--model", a, "--data", ds.path, "--markdown", "--out", dest])
     assert code == 0
     assert out.startswith("- model:") and "| target domain | n | MRR % |" in out and "protocol: sampled" in out
     saved = json.loads(dest.read_text())
@@ -60,84 +53,84 @@ def test_eval_markdown_and_out_with_manifest(runs, capsys, tmp_path):
     assert m["outputs"]["result"]["fingerprint"] == artifacts.fingerprint(dest)
 
 
-def test_compare_table_bold_best_and_json(runs, capsys, tmp_path):
+def test_compare_table_bold_best_and_json(runs, run_cli, tmp_path):
     ds, a, b, _ = runs
-    code, out, err = run(["eval", "--compare", a, b, "--data", ds.path, "--markdown"], capsys)
+    code, out, err = run_cli(["eval", "--compare", a, b, "--data", ds.path, "--markdown"])
     assert code == 0, err
     lines = [ln for ln in out.splitlines() if ln.startswith("| ")]
     assert lines[0].startswith("| model | kind | food MRR %")
     assert "candidates" in out and "protocol: sampled" in out
-    code, out, _ = run(["eval", "--compare", a, b, "--data", ds.path, "--json"], capsys)
+    code, out, _ = run_cli(["eval", "--compare", a, b, "--data", ds.path, "--json"])
     cmp = json.loads(out)
     assert [r["model"] for r in cmp["rows"]] == ["good", "other"]
     for d in ("food", "kitchen"):
         vals = [r["values"][d]["MRR"] for r in cmp["rows"]]
         assert cmp["best"][d]["MRR"] == ([vals.index(max(vals))] if vals[0] != vals[1] else [0, 1])
     # the markdown bolds exactly the best cells
-    code, md, _ = run(["eval", "--compare", a, b, "--data", ds.path, "--markdown"], capsys)
+    code, md, _ = run_cli(["eval", "--compare", a, b, "--data", ds.path, "--markdown"])
     n_best = sum(len(v) for d in ("food", "kitchen") for v in cmp["best"][d].values())
     assert md.count("**") == 2 * n_best
     # saved results compare too, without re-running
     ra, rb = tmp_path / "a.json", tmp_path / "b.json"
     for p, m in ((ra, a), (rb, b)):
-        code, out, _ = run(["eval", "--model", m, "--data", ds.path, "--json"], capsys)
+        code, out, _ = run_cli(["eval", "--model", m, "--data", ds.path, "--json"])
         p.write_text(out)
-    code, out, _ = run(["eval", "--compare", ra, rb, "--json"], capsys)
+    code, out, _ = run_cli(["eval", "--compare", ra, rb, "--json"])
     assert code == 0 and json.loads(out)["rows"][0]["values"] == cmp["rows"][0]["values"]
     saved = tmp_path / "cmp.json"
-    code, _, _ = run(["eval", "--compare", ra, rb, "--out", saved], capsys)
+    code, _, _ = run_cli(["eval", "--compare", ra, rb, "--out", saved])
     assert code == 0 and json.loads(saved.read_text())["best"] == cmp["best"]
     assert artifacts.read_manifest(saved, stage="eval compare")["counts"]["runs"] == 2
 
 
-def test_compare_refuses_other_candidates(runs, capsys, tmp_path):
+def test_compare_refuses_other_candidates(runs, run_cli, tmp_path):
     ds, a, b, _ = runs
     ra, rb = tmp_path / "a.json", tmp_path / "b.json"
-    run(["eval", "--model", a, "--data", ds.path, "--out", ra], capsys)
-    run(["eval", "--model", b, "--data", ds.path, "--out", rb], capsys)
+    run_cli(["eval", "--model", a, "--data", ds.path, "--out", ra])
+    run_cli(["eval", "--model", b, "--data", ds.path, "--out", rb])
     r = json.loads(rb.read_text())
     r["candidates"]["fingerprint"] = "sha256:" + "0" * 64  # negatives re-drawn
     rb.write_text(json.dumps(r))
-    code, out, err = run(["eval", "--compare", ra, rb], capsys)
+    code, out, err = run_cli(["eval", "--compare", ra, rb])
     assert code == 2 and out == ""
     assert "candidate set differs" in err and str(b) in err and len(err.strip().splitlines()) == 1
 
 
-def test_compare_refuses_other_protocol_or_data(runs, capsys, tmp_path):
+def test_compare_refuses_other_protocol_or_data(runs, run_cli, tmp_path, make_dataset):
     ds, a, b, fake = runs
     ra, rb = tmp_path / "a.json", tmp_path / "b.json"
-    run(["eval", "--model", a, "--out", ra], capsys)
-    run(["eval", "--model", b, "--protocol", "full", "--out", rb], capsys)
-    code, _, err = run(["eval", "--compare", ra, rb], capsys)
+    run_cli(["eval", "--model", a, "--out", ra])
+    run_cli(["eval", "--model", b, "--protocol", "full", "--out", rb])
+    code, _, err = run_cli(["eval", "--compare", ra, rb])
     assert code == 2 and "protocol differs" in err
-    other_ds = make_dataset(tmp_path / "elsewhere", seed=5)
+    other_ds = Dataset.open(make_dataset(tmp_path / "elsewhere", seed=5, preset="eval"))
     c = fake(tmp_path / "c", DotModel(other_ds))
-    code, _, err = run(["eval", "--compare", a, c], capsys)  # each with its own recorded dataset
+    code, _, err = run_cli(["eval", "--compare", a, c])  # each with its own recorded dataset
     assert code == 2 and "dataset differs" in err
 
 
-def test_eval_errors_exit_2(runs, capsys, tmp_path):
+def test_eval_errors_exit_2(runs, run_cli, tmp_path, make_dataset):
     ds, a, _, fake = runs
-    other_ds = make_dataset(tmp_path / "elsewhere", seed=5)
-    code, _, err = run(["eval", "--model", a, "--data", other_ds.path], capsys)
+    other_ds = Dataset.open(make_dataset(tmp_path / "elsewhere", seed=5, preset="eval"))
+    code, _, err = run_cli(["eval", "--model", a, "--data", other_ds.path])
     assert code == 2 and "dataset fingerprint" in err
-    code, _, err = run(["eval", "--model", a, "--protocol", "fancy"], capsys)
+    code, _, err = run_cli(["eval", "--model", a, "--protocol", "fancy"])
     assert code == 2 and "unknown protocol" in err
-    code, _, err = run(["eval", "--model", a, "--split", "train"], capsys)
+    code, _, err = run_cli(["eval", "--model", a, "--split", "train"])
     assert code == 2 and "split 'train'" in err
-    code, _, err = run(["eval", "--model", tmp_path / "nope"], capsys)
+    code, _, err = run_cli(["eval", "--model", tmp_path / "nope"])
     assert code == 2 and "model folder not found" in err
-    code, _, err = run(["eval", "--compare", a], capsys)
+    code, _, err = run_cli(["eval", "--compare", a])
     assert code == 2 and "at least two" in err
-    code, _, err = run(["eval"], capsys)
+    code, _, err = run_cli(["eval"])
     assert code == 2 and "--model" in err
     bad = tmp_path / "bad.json"
     bad.write_text('{"hello": 1}')
-    code, _, err = run(["eval", "--compare", bad, a], capsys)
+    code, _, err = run_cli(["eval", "--compare", bad, a])
     assert code == 2 and "not a temacli evaluation result" in err
 
 
-def test_per_domain_weights_route_each_domain(runs, capsys):
+def test_per_domain_weights_route_each_domain(runs, run_cli):
     """--weights per-domain: food targets ranked by model.food, kitchen targets by model.kitchen."""
     ds, a, _, fake = runs
     m_food, m_kitchen = DotModel(ds, seed=11, kind="tema"), DotModel(ds, seed=12, kind="tema")
@@ -145,7 +138,7 @@ def test_per_domain_weights_route_each_domain(runs, capsys):
     fake(a, m_kitchen, weights="model.kitchen.safetensors")
     res = {}
     for w in ("per-domain", "model.food.safetensors", "model.kitchen.safetensors"):
-        code, out, err = run(["eval", "--model", a, "--weights", w, "--protocol", "full", "--json"], capsys)
+        code, out, err = run_cli(["eval", "--model", a, "--weights", w, "--protocol", "full", "--json"])
         assert code == 0, err
         res[w] = json.loads(out)
     per = res["per-domain"]
@@ -153,19 +146,19 @@ def test_per_domain_weights_route_each_domain(runs, capsys):
     assert per["metrics"]["food"] == res["model.food.safetensors"]["metrics"]["food"]
     assert per["metrics"]["kitchen"] == res["model.kitchen.safetensors"]["metrics"]["kitchen"]
     assert per["model"]["fingerprint"] not in (res[w]["model"]["fingerprint"] for w in res if w != "per-domain")
-    code, _, err = run(["eval", "--model", a, "--weights", "model.best.safetensors"], capsys)
+    code, _, err = run_cli(["eval", "--model", a, "--weights", "model.best.safetensors"])
     assert code == 2 and "weights not found" in err
 
 
-def test_compare_metric_columns(runs, capsys):
+def test_compare_metric_columns(runs, run_cli):
     ds, a, b, _ = runs
-    code, out, _ = run(["eval", "--compare", a, b, "--metrics", "mrr,HR@10", "--json"], capsys)
+    code, out, _ = run_cli(["eval", "--compare", a, b, "--metrics", "mrr,HR@10", "--json"])
     assert code == 0 and json.loads(out)["metrics"] == ["MRR", "HR@10"]
-    code, _, err = run(["eval", "--compare", a, b, "--metrics", "AUC"], capsys)
+    code, _, err = run_cli(["eval", "--compare", a, b, "--metrics", "AUC"])
     assert code == 2 and "--metrics AUC" in err
 
 
-def test_edited_negatives_are_refused(runs, capsys):
+def test_edited_negatives_are_refused(runs, run_cli):
     """A candidates file that no longer matches the fingerprint data split recorded is refused."""
     import numpy as np
 
@@ -173,7 +166,7 @@ def test_edited_negatives_are_refused(runs, capsys):
     path = ds.path / "candidates_test.npy"
     cands = np.load(path)
     np.save(path, np.roll(cands, 1, axis=1))  # same negatives, other order: still another file
-    code, out, err = run(["eval", "--model", a], capsys)
+    code, out, err = run_cli(["eval", "--model", a])
     assert code == 2 and "stored negatives" in err and "candidates_test.npy" in err and out == ""
 
 

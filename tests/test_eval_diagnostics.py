@@ -7,20 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from _eval_fixtures import DotModel, fake_models, make_dataset  # noqa: F401  (fixture)
-from temacli.cli import main
+from _eval_fixtures import DotModel, fake_models  # noqa: F401  (fixture)
+from temacli.data.dataset import Dataset
 from temacli.evaluation.evaluate import evaluate_scorer
 from temacli.evaluation.metrics import diagnostics_by_domain, tie_warning
 from temacli.evaluation.protocols import full_rank_stats, sampled_rank_stats
 from temacli.evaluation.report import result_markdown
 from test_eval_protocols import TableScorer, ref_key, ref_score
-
-
-def run(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    cap = capsys.readouterr()
-    return e.value.code, cap.out, cap.err
 
 
 class ConstScorer:
@@ -53,8 +46,8 @@ class ConstModel(DotModel):
 
 
 @pytest.fixture(scope="module")
-def ds(tmp_path_factory):
-    return make_dataset(tmp_path_factory.mktemp("evaldiag"))
+def ds(tmp_path_factory, make_dataset):
+    return Dataset.open(make_dataset(tmp_path_factory.mktemp("evaldiag"), preset="eval"))
 
 
 @pytest.mark.parametrize("protocol", ["sampled", "full"])
@@ -140,15 +133,15 @@ def test_warning_threshold_is_one_percent():
     assert "\n" not in w
 
 
-def test_cli_prints_one_warning_line_and_diagnostics_in_json(tmp_path, fake_models, capsys):  # noqa: F811
-    ds = make_dataset(tmp_path)
+def test_cli_prints_one_warning_line_and_diagnostics_in_json(tmp_path, fake_models, run_cli, make_dataset):  # noqa: F811
+    ds = Dataset.open(make_dataset(tmp_path, preset="eval"))
     m = fake_models(tmp_path / "const", ConstModel(ds, kind="tema"))
-    code, out, err = run(["eval", "--model", m, "--json", "--quiet"], capsys)
+    code, out, err = run_cli(["eval", "--model", m, "--json", "--quiet"])
     assert code == 0, err
     res = json.loads(out)
     assert res["diagnostics"]["all"]["tied_share"] == 1.0
     lines = [ln for ln in err.splitlines() if ln.startswith("warning:")]
     assert len(lines) == 1 and "ties favour the target" in lines[0]
-    code, out, err = run(["eval", "--model", m, "--no-slices", "--quiet"], capsys)
+    code, out, err = run_cli(["eval", "--model", m, "--no-slices", "--quiet"])
     assert code == 0 and "tied %" in out and "NaN cand." in out and "100.00" in out
     assert sum(ln.startswith("warning:") for ln in err.splitlines()) == 1

@@ -8,9 +8,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from _eval_fixtures import DotModel, make_dataset
+from _eval_fixtures import DotModel
 from temacli import artifacts
-from temacli.data.dataset import SPLIT
+from temacli.data.dataset import Dataset, SPLIT
 from temacli.data.split import rewrite_split
 from temacli.evaluation.evaluate import evaluate_scorer
 from temacli.evaluation.protocols import full_ranks, sampled_ranks
@@ -67,8 +67,8 @@ def ref_rank(t: float, others: list[float]) -> int:
 
 
 @pytest.fixture(scope="module")
-def ds(tmp_path_factory):
-    return make_dataset(tmp_path_factory.mktemp("evalproto"))
+def ds(tmp_path_factory, make_dataset):
+    return Dataset.open(make_dataset(tmp_path_factory.mktemp("evalproto"), preset="eval"))
 
 
 def test_sampled_fast_path_equals_plain_loop(ds):
@@ -163,7 +163,7 @@ def test_slices_partition_the_instances(ds):
         assert sum(s["all"]["n"] for s in slices.values()) == n, group
         for s in slices.values():
             assert s["food"]["n"] + s["kitchen"]["n"] == s["all"]["n"]
-    # by hand: users U000, U005, ... have food-only test histories (see _eval_fixtures)
+    # by hand: users U000, U005, ... have food-only test histories (food_only_every=5 of the "eval" preset in conftest.py)
     sp = ds.split("test")
     one = sum(1 for i in range(len(sp)) if len(set(int(v >= ds.n_x) for v in sp.history(i))) == 1)
     assert one >= 1 and res["slices"]["history"]["one domain"]["all"]["n"] == one
@@ -176,8 +176,8 @@ def test_slices_partition_the_instances(ds):
     assert res["slices"]["target"]["cold (<=3 in train)"]["all"]["n"] == cold
 
 
-def test_empty_history_is_skipped_counted_and_named(tmp_path):
-    ds = make_dataset(tmp_path)
+def test_empty_history_is_skipped_counted_and_named(tmp_path, make_dataset):
+    ds = Dataset.open(make_dataset(tmp_path, preset="eval"))
     t = artifacts.read_table(ds.path / "test.parquet", SPLIT)
     hist = t.column("history").to_pylist()
     hist[2] = []
