@@ -7,29 +7,20 @@ import json
 import numpy as np
 import pytest
 
-from _eval_fixtures import trained_runs
-from temacli.cli import main
+from temacli.data.dataset import Dataset
 from temacli.evaluation.evaluate import open_model_and_data
 from temacli.evaluation.metrics import rank_of_target
 
 pytestmark = pytest.mark.slow  # trains two tiny models (~15 s on the shared CPU)
 
 
-def run(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    cap = capsys.readouterr()
-    return e.value.code, cap.out, cap.err
-
-
 @pytest.fixture(scope="module")
-def tr(tmp_path_factory):
-    return trained_runs(tmp_path_factory)
+def tr(trained_runs):
+    return trained_runs
 
 
-def test_sampled_eval_matches_per_row_scoring(tr, capsys):
-    code, out, err = run(["eval", "--model", tr["tema"], "--data", tr["data"].path, "--json", "--device", "cpu"],
-                         capsys)
+def test_sampled_eval_matches_per_row_scoring(tr, run_cli):
+    code, out, err = run_cli(["eval", "--model", tr["tema"], "--data", tr["data"].path, "--json", "--device", "cpu"])
     assert code == 0, err
     res = json.loads(out)
     assert res["model"]["kind"] == "tema" and res["protocol"] == "sampled"
@@ -46,11 +37,11 @@ def test_sampled_eval_matches_per_row_scoring(tr, capsys):
     assert res["metrics"]["all"]["MRR"] == pytest.approx(mrr, rel=1e-5)
 
 
-def test_full_eval_chunked_on_trained_model(tr, capsys):
+def test_full_eval_chunked_on_trained_model(tr, run_cli):
     outs = []
     for chunk in ("3", "100000"):
-        code, out, err = run(["eval", "--model", tr["tema"], "--protocol", "full", "--chunk-size", chunk,
-                              "--batch-size", "5", "--json", "--device", "cpu"], capsys)
+        code, out, err = run_cli(["eval", "--model", tr["tema"], "--protocol", "full", "--chunk-size", chunk,
+                              "--batch-size", "5", "--json", "--device", "cpu"])
         assert code == 0, err
         outs.append(json.loads(out))
     assert outs[0]["metrics"] == outs[1]["metrics"]
@@ -58,35 +49,34 @@ def test_full_eval_chunked_on_trained_model(tr, capsys):
     assert outs[0]["instances"]["candidates_per_instance"]["max"] <= max(n_x, n_y) - 1
 
 
-def test_compare_trained_runs(tr, capsys):
-    code, out, err = run(["eval", "--compare", tr["tema"], tr["sasrec"], "--device", "cpu"], capsys)
+def test_compare_trained_runs(tr, run_cli):
+    code, out, err = run_cli(["eval", "--compare", tr["tema"], tr["sasrec"], "--device", "cpu"])
     assert code == 0, err
     assert "tema" in out and "sasrec" in out and "best in bold" in out
 
 
-def test_per_domain_weights_of_a_run_selected_by_hr10(tr, capsys):
+def test_per_domain_weights_of_a_run_selected_by_hr10(tr, run_cli, make_dataset):
     """`train --early-stop hr@10` keeps model.<domain>.safetensors; `eval --weights per-domain` ranks each
     domain's targets with its own weights, in LLMCDSR's layout."""
-    from _eval_fixtures import make_dataset
     from temacli.training.loop import ModelInputs, TrainOptions, train
 
-    ds = make_dataset(tr["tmp"] / "both_domains")  # validation targets in both domains
+    ds = Dataset.open(make_dataset(tr["tmp"] / "both_domains", preset="eval"))  # validation targets in both domains
     out = tr["tmp"] / "sasrec_hr10"
     train(ds.path, out, TrainOptions(model="sasrec", epochs=2, batch_size=32, max_len=10, device="cpu",
                                              threads=1, early_stop="hr@10"),
-          ModelInputs(params={"dim": 16}), progress=False)
+          ModelInputs(params={"dim": 16}))
     domains = ds.domains
     assert all((out / f"model.{d}.safetensors").is_file() for d in domains)
     res = {}
     for w in ("per-domain", *(f"model.{d}.safetensors" for d in domains)):
-        code, text, err = run(["eval", "--model", out, "--weights", w, "--layout", "llmcdsr", "--json", "--quiet",
-                               "--device", "cpu"], capsys)
+        code, text, err = run_cli(["eval", "--model", out, "--weights", w, "--layout", "llmcdsr", "--json", "--quiet",
+                               "--device", "cpu"])
         assert code == 0, err
         res[w] = json.loads(text)
     per = res["per-domain"]
     assert per["model"]["weights"] == "per-domain" and per["ks"] == [1, 3, 5, 10]
     for d in domains:
         assert per["metrics"][d] == res[f"model.{d}.safetensors"]["metrics"][d]
-    code, text, err = run(["eval", "--model", out, "--weights", "per-domain", "--layout", "llmcdsr", "--markdown",
-                           "--no-slices", "--quiet", "--device", "cpu"], capsys)
+    code, text, err = run_cli(["eval", "--model", out, "--weights", "per-domain", "--layout", "llmcdsr", "--markdown",
+                           "--no-slices", "--quiet", "--device", "cpu"])
     assert code == 0 and "| NDCG@1 % | NDCG@3 % |" in text and "tema" not in text.split("\n")[0]

@@ -10,24 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from _eval_fixtures import trained_runs
-from _train_fixtures import make_dataset, make_tags
-from temacli.cli import main
+from _train_fixtures import make_tags
+from temacli.data.dataset import Dataset
 from temacli.errors import TemacliError
 from temacli.model import registry
 from temacli.model.folder import ModelFolder, load_trained, open_model_and_data
 
 
-def run(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    cap = capsys.readouterr()
-    return e.value.code, cap.out, cap.err
-
-
 @pytest.fixture(scope="module")
-def tr(tmp_path_factory):
-    return trained_runs(tmp_path_factory)
+def tr(trained_runs):
+    return trained_runs
 
 
 def test_open_gives_a_typed_view(tr):
@@ -58,25 +50,25 @@ def test_a_moved_tree_of_runs_resolves_inside_the_new_place(tr, tmp_path):
 
 
 @pytest.mark.slow
-def test_recommend_from_another_directory_without_data_keeps_tags(tmp_path, capsys, monkeypatch):
+def test_recommend_from_another_directory_without_data_keeps_tags(tmp_path, run_cli, monkeypatch, make_dataset):
     """Trained with relative paths from one directory, used by absolute path from another."""
     work = tmp_path / "work"
-    ds = make_dataset(work, name="data")
+    ds = Dataset.open(make_dataset(work, name="data"))
     make_tags(ds, work / "tags")
     monkeypatch.chdir(work)
-    code, _, err = run(["train", "--data", "data", "--tags", "tags/item_tags.parquet", "--out", "model",
-                        "--epochs", "1", "--dim", "8", "--batch-size", "16", "--device", "cpu", "--quiet"], capsys)
+    code, _, err = run_cli(["train", "--data", "data", "--tags", "tags/item_tags.parquet", "--out", "model",
+                        "--epochs", "1", "--dim", "8", "--batch-size", "16", "--device", "cpu", "--quiet"])
     assert code == 0, err
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     uid = str(ds.split("test").user_id[0])
-    code, out, err = run(["recommend", "--model", work / "model", "--user", uid, "--json", "--device", "cpu"], capsys)
+    code, out, err = run_cli(["recommend", "--model", work / "model", "--user", uid, "--json", "--device", "cpu"])
     assert code == 0, err
     r = json.loads(out)
     assert "note" not in err  # the tags were found: no "tags not shown"
     assert all(x["tags"] for x in r["recommendations"]) and r["data"]["fingerprint"] == ds.fingerprint
-    code, out, err = run(["eval", "--model", work / "model", "--json", "--device", "cpu"], capsys)
+    code, out, err = run_cli(["eval", "--model", work / "model", "--json", "--device", "cpu"])
     assert code == 0, err
 
 
@@ -96,11 +88,11 @@ def _broken_copy(tr, tmp_path, edit) -> Path:
     (lambda c: c.update(kind="transformer"), "unknown model kind"),
     (lambda c: c["model"].update(depth=3), "'model' field does not fit"),
 ])
-def test_bad_config_json_is_one_line(tr, tmp_path, capsys, edit, needle):
+def test_bad_config_json_is_one_line(tr, tmp_path, run_cli, edit, needle):
     broken = _broken_copy(tr, tmp_path, edit)
     with pytest.raises(TemacliError, match=needle):
         load_trained(broken, device="cpu")
-    code, _, err = run(["eval", "--model", broken, "--device", "cpu"], capsys)
+    code, _, err = run_cli(["eval", "--model", broken, "--device", "cpu"])
     assert code == 2 and needle.split("'")[0] in err and len(err.strip().splitlines()) == 1, err
 
 
