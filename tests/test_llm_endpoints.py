@@ -63,3 +63,30 @@ def test_schema_cap_equals_parser_cap():
     assert normalise_tag("a" * cap) == "a" * cap and normalise_tag("a" * (cap + 1)) is None
     tags, _ = parse_tag_list(json.dumps({"tags": [{"tag": "b" * (cap + 1), "score": 0.5}]}), None)
     assert tags == [("b" * (cap + 1), 0.5)]  # kept for the rules, which drop it as too_long
+
+
+def test_local_model_requests_are_not_timed_out(monkeypatch):
+    """The in-process model cannot be cancelled: a timeout would only queue a second generation behind the
+    first (on a busy machine every run timed out and was retried), so local requests get no timeout."""
+    import asyncio
+
+    async def slow(self, litellm, req):
+        await asyncio.sleep(0.3)
+        return '{"tags": []}'
+
+    monkeypatch.setattr(LLMClient, "_acompletion", slow)
+    monkeypatch.setattr("temacli.llm.client.import_litellm", lambda: None)
+    local = LLMSettings(model="temacli-local/smollm2-135m", timeout=0.01, max_retries=0, use_cache=False)
+    res, st = _run(local)
+    assert res.text == '{"tags": []}' and st.retries == 0
+    seen = []
+    real_wait_for = asyncio.wait_for
+
+    async def spy(aw, timeout):
+        seen.append(timeout)
+        return await real_wait_for(aw, timeout)
+
+    monkeypatch.setattr("temacli.llm.client.asyncio.wait_for", spy)
+    _run(local)
+    _run(LLMSettings(model="openai/x", api_base=("http://127.0.0.1:9/v1",), timeout=2, max_retries=0, use_cache=False))
+    assert seen == [None, 2 * 1.5 + 5]  # a remote request keeps its limit

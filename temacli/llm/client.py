@@ -368,7 +368,11 @@ class LLMClient:
         while True:
             attempts += 1
             try:
-                text = await asyncio.wait_for(self._acompletion(litellm, req), timeout=self.s.timeout * 1.5 + 5)
+                # the in-process local model runs in a thread that cannot be cancelled: a timeout would only
+                # start a second generation behind the first (on a busy machine, every run timed out and was
+                # retried while the abandoned ones kept the model's lock), so it gets none
+                limit = None if self.s.is_local else self.s.timeout * 1.5 + 5
+                text = await asyncio.wait_for(self._acompletion(litellm, req), timeout=limit)
                 return Result(req.id, text, attempts=attempts)
             except (asyncio.CancelledError, KeyboardInterrupt):
                 raise
