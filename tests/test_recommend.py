@@ -346,3 +346,24 @@ def test_stale_prepared_tables_are_ignored(tr, capsys, tmp_path):
     os_copy = _copy_model(tr, tmp_path / "touched")
     (os_copy / "model.safetensors").touch()
     assert ModelFolder.open(os_copy).load("cpu").model.prepare is _keep_prepared
+
+
+def test_load_builds_without_random_init_and_restores_torch_init(tr):
+    """The load builds the model with torch.nn.init switched off (the weights overwrite every
+    tensor): the loaded state equals an ordinary build + load, and torch.nn.init is restored."""
+    import torch
+
+    from temacli.model.folder import ModelFolder, _no_init, load_weights
+
+    folder = ModelFolder.open(tr["tema"])
+    loaded = folder.load("cpu", prepared=False).model.state_dict()
+    model = folder.build()
+    load_weights(model, tr["tema"] / "model.safetensors")
+    ref = model.state_dict()
+    assert set(loaded) == set(ref) and all(torch.equal(loaded[k], ref[k]) for k in ref)
+    assert torch.nn.init.normal_ is not _no_init and torch.nn.init.kaiming_uniform_ is not _no_init
+    # a model build that fails inside the switched-off init leaves torch.nn.init as it was
+    from temacli.model import folder as mf
+
+    bad = dict(folder.config, model=dict(folder.config["model"], q=-1))
+    assert mf._build_empty(bad) is None and torch.nn.init.normal_ is not _no_init

@@ -202,11 +202,18 @@ class ModelFolder:
                 f"{dataset.n_x}+{dataset.n_y}; pass the --data folder the model was trained on"
             )
 
-    def build(self):
-        """A fresh model of the kind and sizes config.json describes (untrained weights)."""
+    def build(self, empty: bool = False):
+        """A fresh model of the kind and sizes config.json describes (untrained weights).
+
+        ``empty``: its parameters are allocated but not randomly initialised, for a strict load that
+        overwrites them all (see :func:`_build_empty`)."""
         from temacli.model.api import build_model
 
         check_config(self.config, self.path / CONFIG, required=LOAD_FIELDS)
+        if empty:
+            model = _build_empty(self.config)
+            if model is not None:
+                return model
         try:
             return build_model(self.config)
         except (TypeError, ValueError, RuntimeError) as e:
@@ -221,7 +228,7 @@ class ModelFolder:
 
         from temacli.model.api import Trained, resolve_device
 
-        model = self.build()
+        model = self.build(empty=True)  # every tensor is loaded below, or (prepared) not used
         dev = resolve_device(device)
         replaces = PREPARED_REPLACES.get(self.kind)
         tables = None
@@ -236,6 +243,41 @@ class ModelFolder:
         # so recomputing them would be wrong)
         model.prepare = _keep_prepared
         return Trained(model, self.config, self.manifest, dev)
+
+
+_INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+                   "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_",
+                   "sparse_")
+
+
+def _build_empty(config: dict):
+    """The model with ``torch.nn.init`` switched off while it is built: its parameters hold whatever
+    memory they got (the strict load overwrites them all; random initialisation is most of the
+    build's time). None when that is not safe: the build fails there, or the model holds buffers its
+    state dict does not cover (they would keep uninitialised values)."""
+    import torch
+
+    from temacli.model.api import build_model
+
+    init = torch.nn.init
+    saved_fns = {name: getattr(init, name) for name in _INIT_FUNCTIONS if hasattr(init, name)}
+    try:
+        for name in saved_fns:
+            setattr(init, name, _no_init)
+        model = build_model(config)
+    except Exception:  # the ordinary build reports what is wrong
+        return None
+    finally:
+        for name, fn in saved_fns.items():
+            setattr(init, name, fn)
+    named = {k for k, _ in model.named_parameters()} | {k for k, _ in model.named_buffers()}
+    if named != set(model.state_dict()):
+        return None
+    return model
+
+
+def _no_init(tensor, *args, **kwargs):
+    return tensor
 
 
 # ----------------------------------------------------------------------------- reading (eval, recommend)
