@@ -11,10 +11,10 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _train_fixtures import AFK, make_dataset, make_features, make_tags, real_slice  # noqa: E402
+from _train_fixtures import make_features, make_tags  # noqa: E402
 
 from temacli import artifacts  # noqa: E402
-from temacli.cli import main  # noqa: E402
+from temacli.data.dataset import Dataset  # noqa: E402
 from temacli.errors import Interrupted, TemacliError  # noqa: E402
 from temacli.model.folder import load_trained  # noqa: E402
 from temacli.training.loop import ModelInputs, TrainOptions, train  # noqa: E402
@@ -23,20 +23,13 @@ torch.set_num_threads(1)
 SMALL = {"q": 16, "dropout": 0.0}
 
 
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    cap = capsys.readouterr()
-    return e.value.code, cap.out, cap.err
-
-
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, make_dataset):
     tmp = tmp_path_factory.mktemp("train")
-    ds = make_dataset(tmp, pattern=True)
+    ds = Dataset.open(make_dataset(tmp, pattern=True))
     feats = make_features(ds, tmp / "features")
     tags = make_tags(ds, tmp / "tags")
-    other = make_dataset(tmp, name="other", n_food=11, seed=1)
+    other = Dataset.open(make_dataset(tmp, name="other", n_food=11, seed=1))
     return {"tmp": tmp, "ds": ds, "features": feats, "tags": tags, "other": other}
 
 
@@ -44,11 +37,12 @@ def records(path: Path) -> list[dict]:
     return [json.loads(ln) for ln in path.read_text().splitlines()]
 
 
-def test_cli_writes_a_complete_model_folder(world, capsys):
+@pytest.mark.slow  # ~10 s on the shared CPU (trains all four streams through the CLI)
+def test_cli_writes_a_complete_model_folder(world, run_cli):
     out = world["tmp"] / "cli-model"
     code, stdout, err = run_cli(
         ["train", "--data", world["ds"].path, "--features", world["features"], "--tags", world["tags"],
-         "--out", out, "--epochs", "2", "--dim", "16", "--batch-size", "8", "--json", "--quiet"], capsys)
+         "--out", out, "--epochs", "2", "--dim", "16", "--batch-size", "8", "--json", "--quiet"])
     assert code == 0, err
     summary = json.loads(stdout)
     assert summary["epochs_run"] == 2 and summary["status"] == "done"
@@ -79,7 +73,7 @@ def test_cli_writes_a_complete_model_folder(world, capsys):
     with pytest.raises(TemacliError, match="dataset fingerprint"):
         load_trained(out, device="cpu", dataset=world["other"])
     # the folder is kept unless asked: refuse, then --force replaces it
-    code, _, err = run_cli(["train", "--data", world["ds"].path, "--out", out, "--epochs", "1"], capsys)
+    code, _, err = run_cli(["train", "--data", world["ds"].path, "--out", out, "--epochs", "1"])
     assert code == 2 and "--force" in err
 
 
@@ -156,7 +150,7 @@ def test_resume_and_ctrl_c_give_the_uninterrupted_result(world, monkeypatch):
               inputs(), resume=True)
 
 
-def test_time_limit_stops_between_epochs_and_resume_continues(world, capsys, monkeypatch):
+def test_time_limit_stops_between_epochs_and_resume_continues(world, run_cli, monkeypatch):
     from temacli.training import loop
 
     clock = {"t": 0.0}
@@ -169,7 +163,7 @@ def test_time_limit_stops_between_epochs_and_resume_continues(world, capsys, mon
     out = world["tmp"] / "timed"
     args = ["train", "--data", world["ds"].path, "--out", out, "--dim", "16", "--batch-size", "8",
             "--softmax", "sampled", "--negatives", "5", "--epochs", "6", "--quiet"]
-    code, stdout, err = run_cli(args + ["--time-limit", "1.5"], capsys)  # 90 s: stops after a few epochs, not 6
+    code, stdout, err = run_cli(args + ["--time-limit", "1.5"])  # 90 s: stops after a few epochs, not 6
     assert code == 0, err
     assert "time limit reached" in stdout and "--resume" in stdout
     summary = artifacts.read_manifest(out, stage="train")["summary"]
@@ -177,13 +171,13 @@ def test_time_limit_stops_between_epochs_and_resume_continues(world, capsys, mon
     assert [r["epoch"] for r in records(out / "metrics.jsonl")] == list(range(1, summary["epochs_run"] + 1))
     assert (out / "model.safetensors").is_file()
 
-    code, stdout, err = run_cli(args + ["--resume"], capsys)  # no limit now: runs the remaining epochs
+    code, stdout, err = run_cli(args + ["--resume"])  # no limit now: runs the remaining epochs
     assert code == 0, err
     summary = artifacts.read_manifest(out, stage="train")["summary"]
     assert summary["status"] == "done" and summary["epochs_run"] == 6
 
 
-def test_bad_inputs_exit_2_with_one_line(world, capsys, tmp_path):
+def test_bad_inputs_exit_2_with_one_line(world, run_cli, tmp_path):
     ds, other = world["ds"], world["other"]
     other_feats = make_features(other, tmp_path / "of")
     other_tags = make_tags(other, tmp_path / "ot")
@@ -205,16 +199,15 @@ def test_bad_inputs_exit_2_with_one_line(world, capsys, tmp_path):
         (["--device", "cuda:0", "--out", tmp_path / "l"] if not torch.cuda.is_available() else ["--device", "tpu", "--out", tmp_path / "l"], "device"),
     ]
     for extra, needle in cases:
-        code, _, err = run_cli(base + extra, capsys)
+        code, _, err = run_cli(base + extra)
         assert code == 2, (extra, err)
         assert needle in err and len(err.strip().splitlines()) == 1, (extra, err)
         assert not (Path(extra[-1]) / "model.safetensors").exists()
 
 
-def test_loss_falls_on_a_slice_of_real_data(tmp_path):
-    if not AFK.is_dir():
-        pytest.skip("shared amazon-food-kitchen data not present")
-    ds = real_slice(tmp_path, n_users=120)
+def test_loss_falls_on_a_slice_of_real_data(tmp_path, make_dataset):
+    # the first 120 users, split as `temacli data split` does by default (skipped without the shared data)
+    ds = Dataset.open(make_dataset(tmp_path, "afk", real=True, n_users=120, min_user=10, min_per_domain=3, seed=42))
     feats = make_features(ds, tmp_path / "features", dims=(("image", 16), ("text", 16)))
     out = tmp_path / "model"
     opts = TrainOptions(epochs=6, batch_size=32, softmax="sampled", negatives=100, lr=1e-2, eval_every=3)

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _train_fixtures import make_dataset, make_features, make_tags  # noqa: E402
+from _train_fixtures import make_features, make_tags  # noqa: E402
 
 from temacli import artifacts  # noqa: E402
-from temacli.cli import main  # noqa: E402
+from temacli.data.dataset import Dataset  # noqa: E402
 from temacli.errors import TemacliError  # noqa: E402
 from temacli.model.folder import load_trained  # noqa: E402
 from temacli.progress import Recorder  # noqa: E402
@@ -28,17 +28,10 @@ torch.set_num_threads(1)
 SMALL = {"q": 16, "dropout": 0.0}
 
 
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    cap = capsys.readouterr()
-    return e.value.code, cap.out, cap.err
-
-
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, make_dataset):
     tmp = tmp_path_factory.mktemp("checks")
-    ds = make_dataset(tmp, n_users=30)
+    ds = Dataset.open(make_dataset(tmp, n_users=30))
     return {"tmp": tmp, "ds": ds, "features": make_features(ds, tmp / "features"), "tags": make_tags(ds, tmp / "tags")}
 
 
@@ -105,7 +98,7 @@ def test_early_stop_values_and_tracker():
     assert legacy.best == {"a": 0.5, "b": 0.3} and legacy.best_mean == 0.4 and legacy.best_epoch_by_domain["a"] == 3
 
 
-def test_bad_flags_exit_2_before_any_file(world, capsys, tmp_path):
+def test_bad_flags_exit_2_before_any_file(world, run_cli, tmp_path):
     base = ["train", "--data", world["ds"].path, "--quiet"]
     cases = [
         (["--dim", "0"], "--dim 0: must be an integer in 1..16384"),
@@ -121,14 +114,14 @@ def test_bad_flags_exit_2_before_any_file(world, capsys, tmp_path):
     ]
     for i, (extra, needle) in enumerate(cases):
         out = tmp_path / f"m{i}"
-        code, _, err = run_cli(base + extra + ["--out", out], capsys)
+        code, _, err = run_cli(base + extra + ["--out", out])
         assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, (extra, err)
         assert not out.exists(), extra  # nothing written, not even config.json
     afile = tmp_path / "a-file"
     afile.write_text("x")
-    code, _, err = run_cli(base + ["--out", afile], capsys)
+    code, _, err = run_cli(base + ["--out", afile])
     assert code == 2 and "existing file" in err and afile.read_text() == "x"
-    code, out, _ = run_cli(["train", "--help"], capsys)
+    code, out, _ = run_cli(["train", "--help"])
     assert code == 0 and "1..16384" in out and "hr@K" in out
 
 
@@ -284,13 +277,13 @@ def test_tag_weights_through_the_one_representation():
     assert math.isclose(tag_representation(item, tag, w, "multihot")[2][0], 1 / 3, rel_tol=1e-6)
 
 
-def test_cli_shows_epochs_and_validation_on_stderr(world, capsys, tmp_path):
+def test_cli_shows_epochs_and_validation_on_stderr(world, run_cli, tmp_path):
     code, out, err = run_cli(["train", "--data", world["ds"].path, "--out", tmp_path / "m", "--epochs", "2",
-                              "--dim", "16", "--batch-size", "8", "--device", "cpu"], capsys)
+                              "--dim", "16", "--batch-size", "8", "--device", "cpu"])
     assert code == 0, err
     assert "best epoch" in out
     for needle in ("epoch 1/2: start", "validate epoch 1: start", "epoch 2/2 (run ETA", "valid loss"):
         assert needle in err, needle
     code, out, err = run_cli(["train", "--data", world["ds"].path, "--out", tmp_path / "q", "--epochs", "1",
-                              "--dim", "16", "--batch-size", "8", "--device", "cpu", "--quiet"], capsys)
+                              "--dim", "16", "--batch-size", "8", "--device", "cpu", "--quiet"])
     assert code == 0 and "start (" not in err and "epoch 1/1  train loss" in err  # --quiet: no bars, epoch lines stay

@@ -13,7 +13,9 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _train_fixtures import make_dataset, make_features, make_tags  # noqa: E402
+from _train_fixtures import make_features, make_tags  # noqa: E402
+
+from temacli.data.dataset import Dataset  # noqa: E402
 
 PARAMS = {"q": 16, "dropout": 0.0}
 
@@ -68,10 +70,11 @@ def _worker(rank: int, world: int, port: int, paths: dict) -> None:
           ModelInputs(features=paths["features"], tags=paths["tags"], params=dict(PARAMS)))
 
 
-def test_ddp_two_gloo_processes_match_single_process(tmp_path):
+@pytest.mark.slow  # two spawned gloo processes and two training runs: ~35 s on the shared CPU
+def test_ddp_two_gloo_processes_match_single_process(tmp_path, make_dataset):
     import torch.multiprocessing as mp
 
-    ds = make_dataset(tmp_path, n_users=16)
+    ds = Dataset.open(make_dataset(tmp_path, n_users=16))
     paths = {
         "data": str(ds.path),
         "features": str(make_features(ds, tmp_path / "features")),
