@@ -9,19 +9,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from temacli import plot  # noqa: E402
-from temacli.cli import main  # noqa: E402
-from temacli.errors import TemacliError  # noqa: E402
-
-
-
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    cap = capsys.readouterr()
-    return e.value.code, cap.out, cap.err
+from temacli import plot
+from temacli.data.dataset import Dataset
+from temacli.errors import TemacliError
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -72,10 +62,10 @@ def models(tmp_path):
 
 
 @pytest.mark.slow
-def test_plot_writes_pngs_of_the_asked_size(models, tmp_path, capsys):
+def test_plot_writes_pngs_of_the_asked_size(models, tmp_path, run_cli):
     out = tmp_path / "figs"
     models = [models[0], models[1], models[4]]  # two seeds of tema, one gru4rec
-    code, stdout, err = run_cli(["plot", *models, "--out", out, "--dpi", "50", "--json"], capsys)
+    code, stdout, err = run_cli(["plot", *models, "--out", out, "--dpi", "50", "--json"])
     assert code == 0, err
     summary = json.loads(stdout)
     names = sorted(Path(f["path"]).name for f in summary["figures"])
@@ -96,7 +86,7 @@ def test_plot_writes_pngs_of_the_asked_size(models, tmp_path, capsys):
 
     # three metrics: one more panel, wider figure; one protocol only
     code, _, err = run_cli(["plot", *models, "--out", out, "--dpi", "40", "--metrics", "MRR,NDCG@5,HR@10",
-                            "--protocol", "full", "--no-curves", "--force"], capsys)
+                            "--protocol", "full", "--no-curves", "--force"])
     assert code == 0, err
     assert png_size(out / "compare.test.full.png") == (round(plot.COMPARE_PANEL[0] * 3 * 40), round(plot.COMPARE_PANEL[1] * 40))
 
@@ -118,44 +108,42 @@ def test_kept_epoch_without_a_best_block_is_the_last_improvement(tmp_path):
     assert plot.read_run(m).kept_epoch == 2
 
 
-def test_refusals_are_one_line_exit_2(models, tmp_path, capsys):
+def test_refusals_are_one_line_exit_2(models, tmp_path, run_cli):
     out = tmp_path / "figs"
-    assert run_cli(["plot", *models, "--out", out, "--no-curves", "--protocol", "full", "--dpi", "30"], capsys)[0] == 0
-    code, _, err = run_cli(["plot", *models, "--out", out, "--no-curves", "--protocol", "full"], capsys)
+    assert run_cli(["plot", *models, "--out", out, "--no-curves", "--protocol", "full", "--dpi", "30"])[0] == 0
+    code, _, err = run_cli(["plot", *models, "--out", out, "--no-curves", "--protocol", "full"])
     assert code == 2 and "--force" in err and len(err.strip().splitlines()) == 1
-    code, _, err = run_cli(["plot", tmp_path / "nope", "--out", out], capsys)
+    code, _, err = run_cli(["plot", tmp_path / "nope", "--out", out])
     assert code == 2 and "nope" in err
-    code, _, err = run_cli(["plot", *models, "--out", tmp_path / "f2", "--metrics", "MAP"], capsys)
+    code, _, err = run_cli(["plot", *models, "--out", tmp_path / "f2", "--metrics", "MAP"])
     assert code == 2 and "MAP" in err and "NDCG@10" in err
-    code, _, err = run_cli(["plot", *models, "--out", tmp_path / "f3", "--protocol", "sampled", "--split", "valid"], capsys)
+    code, _, err = run_cli(["plot", *models, "--out", tmp_path / "f3", "--protocol", "sampled", "--split", "valid"])
     assert code == 2 and "valid/sampled" in err
     # models evaluated on other data are not drawn side by side
     other = fake_model(tmp_path / "elsewhere", "other", "tema", 0.3, data_fp="sha256:another")
-    code, _, err = run_cli(["plot", models[0], other, "--out", tmp_path / "f4", "--no-curves"], capsys)
+    code, _, err = run_cli(["plot", models[0], other, "--out", tmp_path / "f4", "--no-curves"])
     assert code == 2 and "different dataset" in err
 
 
-def test_missing_matplotlib_is_one_clear_line(models, tmp_path, capsys, monkeypatch):
+def test_missing_matplotlib_is_one_clear_line(models, tmp_path, run_cli, monkeypatch):
     for name in list(sys.modules):
         if name == "matplotlib" or name.startswith("matplotlib."):
             monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
-    code, out, err = run_cli(["plot", *models, "--out", tmp_path / "figs"], capsys)
+    code, out, err = run_cli(["plot", *models, "--out", tmp_path / "figs"])
     assert code == 2 and out == ""
     assert err.strip() == f"error: {plot._MISSING}" and "temacli[plot]" in err
     assert not (tmp_path / "figs").exists()
 
 
 @pytest.mark.slow
-def test_plot_a_tiny_run_trained_through_the_cli(tmp_path, capsys):
-    from _train_fixtures import make_dataset
-
-    ds = make_dataset(tmp_path, n_users=16, length=10)
+def test_plot_a_tiny_run_trained_through_the_cli(tmp_path, run_cli, make_dataset):
+    ds = Dataset.open(make_dataset(tmp_path, n_users=16, length=10))
     model = tmp_path / "tiny_s1"
     code, _, err = run_cli(["train", "--data", ds.path, "--out", model, "--model", "sasrec", "--epochs", "3",
-                            "--dim", "8", "--batch-size", "8", "--quiet"], capsys)
+                            "--dim", "8", "--batch-size", "8", "--quiet"])
     assert code == 0, err
-    code, stdout, err = run_cli(["plot", model, "--out", tmp_path / "figs", "--dpi", "60", "--json"], capsys)
+    code, stdout, err = run_cli(["plot", model, "--out", tmp_path / "figs", "--dpi", "60", "--json"])
     assert code == 0, err
     summary = json.loads(stdout)
     assert [Path(f["path"]).name for f in summary["figures"]] == ["tiny_s1.curves.png"]

@@ -16,22 +16,13 @@ from typing import List
 import pytest
 import typer
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _train_fixtures import make_dataset  # noqa: E402
-
-from temacli import recipe  # noqa: E402
-from temacli.cli import app, main  # noqa: E402
-from temacli.errors import TemacliError  # noqa: E402
+from temacli import recipe
+from temacli.cli import app
+from temacli.data.dataset import Dataset
+from temacli.errors import TemacliError
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "examples" / "recipes"
-
-
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    cap = capsys.readouterr()
-    return e.value.code, cap.out, cap.err
 
 
 def train_command():
@@ -118,8 +109,8 @@ def test_shipped_recipes_are_valid_for_train():
 
 # ----------------------------------------------------------------------------- through the CLI
 @pytest.fixture(scope="module")
-def ds(tmp_path_factory):
-    return make_dataset(tmp_path_factory.mktemp("recipe"), n_users=16, length=10)
+def ds(tmp_path_factory, make_dataset):
+    return Dataset.open(make_dataset(tmp_path_factory.mktemp("recipe"), n_users=16, length=10))
 
 
 TINY = 'epochs = 2\ndim = 16\nbatch_size = 8\ndropout = 0.0\nseed = 7\nsoftmax = "sampled"\nnegatives = 5\n'
@@ -130,12 +121,12 @@ def config_of(folder: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_recipe_overrides_and_round_trip(ds, tmp_path, capsys):
+def test_recipe_overrides_and_round_trip(ds, tmp_path, run_cli):
     rec = tmp_path / "tiny.toml"
     rec.write_text(f'data = "{ds.path}"\n' + TINY)
     first = tmp_path / "first"
     # the command line wins over the recipe (--epochs 1, --seed 3), the recipe over the defaults
-    code, _, err = run_cli(["train", "--config", rec, "--out", first, "--epochs", "1", "--seed", "3", "--quiet"], capsys)
+    code, _, err = run_cli(["train", "--config", rec, "--out", first, "--epochs", "1", "--seed", "3", "--quiet"])
     assert code == 0, err
     cfg = config_of(first)
     assert cfg["train"]["epochs"] == 1 and cfg["train"]["seed"] == 3  # command line
@@ -154,7 +145,7 @@ def test_recipe_overrides_and_round_trip(ds, tmp_path, capsys):
 
     # train --config MODEL/config.toml reproduces the run
     second = tmp_path / "second"
-    code, _, err = run_cli(["train", "--config", saved, "--out", second, "--quiet"], capsys)
+    code, _, err = run_cli(["train", "--config", saved, "--out", second, "--quiet"])
     assert code == 0, err
     a, b = config_of(first), config_of(second)
     assert a["train"] == b["train"] and a["model"] == b["model"] and a["kind"] == b["kind"]
@@ -166,40 +157,40 @@ def test_recipe_overrides_and_round_trip(ds, tmp_path, capsys):
 
     # a refused run (model there, no --force) leaves the saved recipe alone
     before = saved.read_text()
-    code, _, err = run_cli(["train", "--config", saved, "--out", first, "--epochs", "5"], capsys)
+    code, _, err = run_cli(["train", "--config", saved, "--out", first, "--epochs", "5"])
     assert code == 2 and "--force" in err
     assert saved.read_text() == before
     # --force replaces it, and the new recipe is saved
-    code, _, err = run_cli(["train", "--config", saved, "--out", first, "--epochs", "2", "--force", "--quiet"], capsys)
+    code, _, err = run_cli(["train", "--config", saved, "--out", first, "--epochs", "2", "--force", "--quiet"])
     assert code == 0, err
     assert tomllib.loads(saved.read_text())["epochs"] == 2
 
 
-def test_bad_recipe_exits_2_with_one_line(tmp_path, capsys):
+def test_bad_recipe_exits_2_with_one_line(tmp_path, run_cli):
     bad = tmp_path / "bad.toml"
     bad.write_text("batch_size = 8\nepochz = 3\n")
-    code, out, err = run_cli(["train", "--config", bad, "--data", tmp_path, "--out", tmp_path / "m"], capsys)
+    code, out, err = run_cli(["train", "--config", bad, "--data", tmp_path, "--out", tmp_path / "m"])
     assert code == 2 and out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "epochz" in lines[0] and str(bad) in lines[0]
-    code, _, err = run_cli(["train", "--config", tmp_path / "missing.toml", "--data", tmp_path, "--out", tmp_path / "m"], capsys)
+    code, _, err = run_cli(["train", "--config", tmp_path / "missing.toml", "--data", tmp_path, "--out", tmp_path / "m"])
     assert code == 2 and "missing.toml" in err and "not found" in err
     assert not (tmp_path / "m").exists()
 
 
-def test_a_run_that_fails_its_checks_writes_no_recipe(ds, tmp_path, capsys):
+def test_a_run_that_fails_its_checks_writes_no_recipe(ds, tmp_path, run_cli):
     out = tmp_path / "m"
-    code, _, err = run_cli(["train", "--data", ds.path, "--out", out, "--model", "sasrec", "--alpha", "0.1,0.1,0.1"], capsys)
+    code, _, err = run_cli(["train", "--data", ds.path, "--out", out, "--model", "sasrec", "--alpha", "0.1,0.1,0.1"])
     assert code == 2 and "TEMA options" in err
     assert not (out / "config.toml").exists()
 
 
-def test_help_lists_config_and_shows_flags_as_flags(capsys):
-    code, out, _ = run_cli(["train", "--help"], capsys)
+def test_help_lists_config_and_shows_flags_as_flags(run_cli):
+    code, out, _ = run_cli(["train", "--help"])
     assert code == 0 and "--config" in out
     assert "<bool>" not in out  # --force, --json, --ffn/--no-ffn take no value
     assert "<int>" in out  # options with values keep their type
-    code, out, _ = run_cli(["--help"], capsys)
+    code, out, _ = run_cli(["--help"])
     assert "--install-completion" in out and "<bool>" not in out
 
 
