@@ -1,6 +1,7 @@
 """Fixtures for the evaluation and recommend tests: a tiny dataset and a fake trained model.
 
-``make_dataset`` writes a small interaction log and runs the library's ``split_dataset`` on it.
+``make_dataset`` writes a small interaction log and runs the library's ``split_dataset`` on it (kept for
+the files that still import it; conftest.py's ``make_dataset(root, preset="eval")`` builds the same folder).
 ``DotModel`` implements the model interface (``temacli.model.api.Trained``) with NumPy dot
 products over two modalities (``id``, ``img``) and three branches (``X``, ``Y``, ``X+Y``), so its
 ``explain`` parts add up exactly to its scores.
@@ -155,7 +156,8 @@ _TRAINED: dict = {}
 
 def trained_runs(tmp_path_factory) -> dict:
     """A tiny dataset with features and tags, and a TEMA and a SASRec model trained on it with the
-    library (a few seconds, once per test session)."""
+    library (a few seconds, once per test session). Kept for test_recommend.py; the other files ask for
+    conftest.py's ``trained_runs`` fixture, which trains the same weights."""
     if "runs" in _TRAINED:
         return _TRAINED["runs"]
     from _train_fixtures import make_dataset as make_train_dataset
@@ -168,7 +170,7 @@ def trained_runs(tmp_path_factory) -> dict:
     tags = make_tags(ds, tmp / "tags")
     opts = dict(epochs=2, batch_size=32, max_len=10, device="cpu", threads=1)
     train(ds.path, tmp / "tema", TrainOptions(model="tema", **opts),
-          ModelInputs(features=str(feats), tags=str(tags), params={"q": 16}), progress=False)
-    train(ds.path, tmp / "sasrec", TrainOptions(model="sasrec", **opts), ModelInputs(params={"dim": 16}), progress=False)
+          ModelInputs(features=str(feats), tags=str(tags), params={"q": 16}))
+    train(ds.path, tmp / "sasrec", TrainOptions(model="sasrec", **opts), ModelInputs(params={"dim": 16}))
     _TRAINED["runs"] = {"data": ds, "tema": tmp / "tema", "sasrec": tmp / "sasrec", "tags": tags, "tmp": tmp}
     return _TRAINED["runs"]

@@ -1,9 +1,10 @@
 """Tiny inputs for the model and training tests, written through the real library contracts.
 
-* ``make_dataset``: a synthetic interaction log split by ``temacli.data.split.split_dataset``.
-  With ``pattern=True`` every user walks the same deterministic cycle food_i -> kitchen_i ->
-  food_{i+1} -> ..., so the next item is a function of the last one: a model can learn it exactly.
-* ``real_slice``: the first users of the real amazon-food-kitchen log, split the same way.
+* ``make_dataset``: a synthetic interaction log split by ``temacli.data.split.split_dataset``. With
+  ``pattern=True`` every user walks the same deterministic cycle food_i -> kitchen_i -> food_{i+1} ->
+  ..., so the next item is a function of the last one: a model can learn it exactly. Kept for the
+  files that still import it; new tests ask for conftest.py's ``make_dataset`` fixture, which builds
+  the same folders (and, with ``real=True``, a slice of the shared log).
 * ``make_features`` / ``make_tags``: image/text NPY features and an item_tags.parquet with manifests
   tied to a dataset's items fingerprint, as the features and tags stages write them.
 """
@@ -21,10 +22,6 @@ from temacli.data.dataset import Dataset
 from temacli.data.split import SplitOptions, split_dataset
 from temacli.features.store import write_manifest_for
 from temacli.tags.store import ITEM_TAGS, TAG_VOCAB
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-AFK = SHARED / "amazon-food-kitchen"
-
 
 def write_items(path: Path, n_food: int, n_kitchen: int) -> Path:
     with open(path, "w", newline="") as f:
@@ -68,25 +65,6 @@ def make_dataset(
     items = write_items(tmp / f"{name}-items.csv", n_food, n_kitchen)
     opts = SplitOptions(domains=("food", "kitchen"), split="loo", min_user=5, min_per_domain=1, seed=seed)
     split_dataset(log, items, tmp / name, opts)
-    return Dataset.open(tmp / name)
-
-
-def real_slice(tmp: Path, n_users: int = 300, name: str = "afk") -> Dataset:
-    """The first ``n_users`` users (file order) of amazon-food-kitchen, split leave-one-out."""
-    tmp.mkdir(parents=True, exist_ok=True)
-    log = tmp / f"{name}-log.csv"
-    users: list[str] = []
-    with open(AFK / "interactions.csv", newline="") as src, open(log, "w", newline="") as dst:
-        r, w = csv.reader(src), csv.writer(dst)
-        w.writerow(next(r))
-        for row in r:
-            if row[0] not in users:
-                if len(users) == n_users:
-                    break
-                users.append(row[0])
-            w.writerow(row)
-    opts = SplitOptions(domains=("food", "kitchen"), split="loo", seed=0)
-    split_dataset(log, AFK / "items.csv", tmp / name, opts)
     return Dataset.open(tmp / name)
 
 
