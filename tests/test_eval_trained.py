@@ -41,7 +41,7 @@ def test_full_eval_chunked_on_trained_model(tr, run_cli):
     outs = []
     for chunk in ("3", "100000"):
         code, out, err = run_cli(["eval", "--model", tr["tema"], "--protocol", "full", "--chunk-size", chunk,
-                              "--batch-size", "5", "--json", "--device", "cpu"])
+                                  "--batch-size", "5", "--json", "--device", "cpu"])
         assert code == 0, err
         outs.append(json.loads(out))
     assert outs[0]["metrics"] == outs[1]["metrics"]
@@ -70,7 +70,7 @@ def test_per_domain_weights_of_a_run_selected_by_hr10(tr, run_cli, make_dataset)
     res = {}
     for w in ("per-domain", *(f"model.{d}.safetensors" for d in domains)):
         code, text, err = run_cli(["eval", "--model", out, "--weights", w, "--layout", "llmcdsr", "--json", "--quiet",
-                               "--device", "cpu"])
+                                   "--device", "cpu"])
         assert code == 0, err
         res[w] = json.loads(text)
     per = res["per-domain"]
@@ -78,5 +78,5 @@ def test_per_domain_weights_of_a_run_selected_by_hr10(tr, run_cli, make_dataset)
     for d in domains:
         assert per["metrics"][d] == res[f"model.{d}.safetensors"]["metrics"][d]
     code, text, err = run_cli(["eval", "--model", out, "--weights", "per-domain", "--layout", "llmcdsr", "--markdown",
-                           "--no-slices", "--quiet", "--device", "cpu"])
+                               "--no-slices", "--quiet", "--device", "cpu"])
     assert code == 0 and "| NDCG@1 % | NDCG@3 % |" in text and "tema" not in text.split("\n")[0]

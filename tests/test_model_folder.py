@@ -57,7 +57,7 @@ def test_recommend_from_another_directory_without_data_keeps_tags(tmp_path, run_
     make_tags(ds, work / "tags")
     monkeypatch.chdir(work)
     code, _, err = run_cli(["train", "--data", "data", "--tags", "tags/item_tags.parquet", "--out", "model",
-                        "--epochs", "1", "--dim", "8", "--batch-size", "16", "--device", "cpu", "--quiet"])
+                            "--epochs", "1", "--dim", "8", "--batch-size", "16", "--device", "cpu", "--quiet"])
     assert code == 0, err
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
