@@ -101,7 +101,6 @@ def split_args(log: Path, items: Path, out: Path) -> list:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     """A real dataset folder (``data split``) with features for both modalities (as the stages write them)."""
-    sys.path.insert(0, str(Path(__file__).parent))
     from _train_fixtures import make_dataset, make_features
 
     root = tmp_path_factory.mktemp("bad_input")
