@@ -59,8 +59,10 @@ MEDIA_WORDS = {"movie", "movies", "film", "films", "tv", "television", "show", "
 FOOD_WORDS = {"food", "foods", "grocery", "groceries", "gourmet", "snack", "snacks", "drink", "drinks",
               "beverage", "beverages", "pantry", "wine", "wines", "beer", "coffee", "tea", "candy", "recipe",
               "recipes", "restaurant", "restaurants", "meal", "meals"}
-# a fixed example of a well-formed list, for a domain unrelated to the usual ones (exact copies of its
-# tags are dropped as echoes)
+# a fixed example of a well-formed list for an unrelated domain, offered to custom prompts as the fields
+# {few_shot_domain} and {few_shot} (exact copies of its tags are then dropped as echoes). The built-in
+# prompt does not use it: SmolLM2-135M copied it verbatim and then varied it ("beginner friendly" ->
+# "nice friendly", "tourist friendly", ...): on amazon-food-kitchen food, 36 echoes and 2 tags kept of 20.
 FEW_SHOT_DOMAIN = "houseplants"
 FEW_SHOT = ("succulents", "low light", "pet safe", "hanging planters", "air purifying", "tropical",
             "beginner friendly")
@@ -311,7 +313,8 @@ def generate_tags(
     else:
         kept, need, hyg, ground_info = _hygienic_vote(
             ordered, domain, num_tags, min_votes, echo, max_words, merge_cos, min_items, max_share, ground,
-            ground_threshold, items, all_texts, dom_rows if items is not None else None, features, device)
+            ground_threshold, items, all_texts, dom_rows if items is not None else None, features, device,
+            uses_few_shot="{few_shot}" in template)
     coverage = None
     if items is not None and kept:
         coverage = _coverage(kept, items, all_texts, dom_rows, ground if not literal else "keyword",
@@ -444,14 +447,14 @@ def _describer(ground, threshold, items, all_texts, dom_rows, features, device, 
 
 
 def _hygienic_vote(ordered, domain, num_tags, min_votes, echo, max_words, merge_cos, min_items, max_share,
-                   ground, ground_threshold, items, all_texts, dom_rows, features, device):
+                   ground, ground_threshold, items, all_texts, dom_rows, features, device, uses_few_shot=False):
     """Rules, canonical vote, near-duplicate merge, grounding; the kept rows and the report's parts."""
     from temacli.tags.canon import canonical as canon
 
     parsed = [r for r in ordered if r.status == "ok"]
     aspect_words = {w for a in ASPECTS[domain_kind(domain)] for w in a.split()}
     echo_all = set(echo) | {canon_word(w) for w in aspect_words}
-    example_keys = {canon(t) for t in FEW_SHOT}
+    example_keys = {canon(t) for t in FEW_SHOT} if uses_few_shot else set()
     cands, dropped = candidates_from_runs([r.tags for r in parsed], echo_all, domain, example_keys, max_words)
     for d in dropped:
         d["run"] = parsed[d["run"]].run
