@@ -62,6 +62,7 @@ def train(
     eval_batch: int = typer.Option(512, "--eval-batch", help="Rows per validation batch, 1..1000000."),
     threads: int = typer.Option(0, "--threads", help="CPU threads for torch, 0..4096 (0: torch's default)."),
     time_limit: float = typer.Option(0.0, "--time-limit", help="Minutes of training after which no new epoch starts; the best epoch so far is kept (0: no limit). Continue later with --resume."),
+    log: str = typer.Option("none", "--log", help="Extra run logs beside metrics.jsonl and metrics.csv: none, or tensorboard (event files in MODEL/tensorboard/; needs pip install 'temacli[tensorboard]')."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     force: bool = typer.Option(False, "--force", help="Replace a model already in --out."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars (notes and epoch lines stay)."),
@@ -95,7 +96,7 @@ def train(
         model=kind, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
         early_stop=early_stop, seed=seed, deterministic=deterministic, device=device, amp=amp, softmax=softmax,
         negatives=negatives, train_positions=train_positions, max_len=max_len, eval_batch=eval_batch,
-        eval_every=eval_every, threads=threads, time_limit=time_limit,
+        eval_every=eval_every, threads=threads, time_limit=time_limit, log=log,
     )
     inputs = ModelInputs(
         features=str(features) if features else None, tags=str(tags) if tags else None,

@@ -40,6 +40,7 @@ from temacli.progress import SILENT, Progress
 
 EARLY_STOP_HELP = "loss | mrr | hr@K | ndcg@K"
 SOFTMAXES = ("full", "sampled")
+LOGS = ("none", "tensorboard")
 TAG_WEIGHTS = ("file", "weighted", "multihot", "onehot")
 MAX_K = 1000
 # options whose change makes --resume a different run
@@ -94,6 +95,7 @@ class TrainOptions:
     eval_every: int = 1
     threads: int = 0  # torch CPU threads (0 = torch's default)
     time_limit: float = 0.0  # minutes of training after which no new epoch starts (0 = no limit)
+    log: str = "none"  # none | tensorboard: event files in MODEL/tensorboard/ beside metrics.jsonl and .csv
 
     def check(self) -> None:
         """Every option in its range, before any file is written; the message gives the range."""
@@ -102,9 +104,15 @@ class TrainOptions:
             ("--softmax", self.softmax, SOFTMAXES),
             ("--train-positions", self.train_positions, ("all", "last")),
             ("--amp", self.amp, ("auto", "bf16", "off")),
+            ("--log", self.log, LOGS),
         ):
             if value not in allowed:
                 raise TemacliError(f"{name} {value}: choose one of {', '.join(allowed)}")
+        if self.log == "tensorboard" and not tensorboard_available():
+            raise TemacliError(
+                "--log tensorboard needs the tensorboard package, which is not installed; "
+                "install it with pip install 'temacli[tensorboard]' or drop --log"
+            )
         parse_early_stop(self.early_stop)
         for key, (flag, lo, hi) in RANGES.items():
             value = getattr(self, key)
@@ -409,6 +417,7 @@ def train(
     valid_win = windows(valid_split, opts.max_len, ds.pad)
     scorer = Trained(model, config, device=device)
     shown = progress if dist.main else SILENT
+    board = _Board(out, opts.log == "tensorboard" and dist.main)
     width = int(getattr(cfg, spec.width))
     clock = _RunClock(opts.epochs - start_epoch)
     epoch = start_epoch
@@ -447,6 +456,7 @@ def train(
                 record["seconds"] = round(time.perf_counter() - t0, 3)
                 tracker.epoch = epoch
                 _append_metrics(out, record)
+                board.write(record)
                 mfolder.save_checkpoint(out / mfolder.CHECKPOINT, model, optimizer, gen, epoch, tracker.to_dict())
                 clock.done(record["seconds"])
                 shown.message(_epoch_line(record, ds.domains, opts, metric, clock))
@@ -472,6 +482,7 @@ def train(
         ) from None
     finally:
         shown.finish()
+        board.close()
         distributed.cleanup(dist)
     return summary
 
@@ -667,6 +678,43 @@ def _check_same_run(out: Path, config: dict) -> None:
 
 def _comparable(v):
     return json.loads(json.dumps(v, default=str))
+
+
+def tensorboard_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+class _Board:
+    """``--log tensorboard``: every numeric field of an epoch's record as a scalar (``valid/<domain>/MRR``,
+    ``train_loss``, ...) at step = epoch, in ``MODEL/tensorboard/``. Does nothing with ``--log none``."""
+
+    def __init__(self, out: Path, enabled: bool):
+        self.dir = out / "tensorboard"
+        self.enabled = enabled
+        self._writer = None
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self.dir))
+        epoch = int(record["epoch"])
+        for key, value in _flat(record).items():
+            if key == "epoch" or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if isinstance(value, float) and not math.isfinite(value):
+                continue
+            self._writer.add_scalar(key.replace("_", "/", 2) if key.startswith("valid_") else key, value, epoch)
+        self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
 
 def _append_metrics(out: Path, record: dict) -> None:
