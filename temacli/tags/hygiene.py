@@ -9,8 +9,8 @@ The stages, in order (``--literal`` skips all of them and votes surface forms as
    printable), ``too_short`` (fewer than 3 letters in all: ``zj``, ``'``), ``too_many_words``
    (more than ``--max-words``, default 3), ``repeated_word`` (a word twice in one tag, canonically:
    ``dritz dritz``), ``echo`` (every word is an instruction word of the prompt, a word of the aspect
-   list, or the domain's name: ``tags description``, ``product types``, ``movies`` for domain movie;
-   or exactly a tag of the prompt's fixed example list).
+   list, the domain's name or a function word: ``tags description``, ``product types``, ``movies`` for
+   domain movie, ``who``; or exactly a tag of the prompt's fixed example list, when it shows one).
 2. **Canonical vote**: a run's candidates with one canonical key count once; votes(key) = runs whose
    list has the key; the shown tag is the most frequent surface form.
 3. **Near-duplicates**: keys that are equal once a final ``-ing`` is dropped from each word
@@ -39,7 +39,11 @@ from temacli.tags.parse import MAX_TAG_CHARS
 REASONS = ("too_long", "not_printable", "too_short", "too_many_words", "repeated_word", "echo",
            "not_grounded", "too_common")
 MERGE_COS = 0.85
-STOP = {"and", "or", "of", "for", "the", "a", "an", "with", "in", "on", "to", "by"}
+STOP = {"and", "or", "of", "for", "the", "a", "an", "with", "in", "on", "to", "by",
+        # function words: a tag made only of these names nothing (the local model wrote "who", "what", "you")
+        "who", "whom", "whose", "what", "where", "when", "why", "how", "which", "you", "your", "we", "our", "us",
+        "i", "me", "my", "he", "she", "it", "its", "they", "them", "their", "this", "that", "these", "those",
+        "is", "are", "be", "all", "any", "some", "more", "most", "very", "also", "not", "no", "yes"}
 _STOP_KEYS = {canon_word(w) for w in STOP}
 
 
