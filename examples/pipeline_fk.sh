@@ -28,12 +28,12 @@ temacli features text --items "$run/data/items.parquet" --out "$run/features" --
 
 temacli train --data "$run/data" --features "$run/features" --tags "$run/tags/item_tags.parquet" \
     --out "$run/tema" --seed "$seed" --device "$dev" "${extra[@]}"
-temacli train --data "$run/data" --model sasrec  --out "$run/sasrec"  --seed "$seed" --device "$dev" "${extra[@]}"
-temacli train --data "$run/data" --model gru4rec --out "$run/gru4rec" --seed "$seed" --device "$dev" "${extra[@]}"
+temacli train --data "$run/data" --arch sasrec  --out "$run/sasrec"  --seed "$seed" --device "$dev" "${extra[@]}"
+temacli train --data "$run/data" --arch gru4rec --out "$run/gru4rec" --seed "$seed" --device "$dev" "${extra[@]}"
 
 for m in tema sasrec gru4rec; do
     for p in sampled full; do
-        temacli eval --model "$run/$m" --data "$run/data" --split test --protocol $p --json --out "$run/$m.test.$p.json" > /dev/null
+        temacli eval --model "$run/$m" --data "$run/data" --split test --protocol $p --json --out "$run/$m.test.$p.json" --force > /dev/null
     done
 done
 temacli eval --compare "$run/tema.test.sampled.json" "$run/sasrec.test.sampled.json" "$run/gru4rec.test.sampled.json"

@@ -23,11 +23,11 @@ temacli features text --items "$run/data/items.parquet" --out "$run/features" --
 
 temacli train --data "$run/data" --features "$run/features" --tags "$run/tags/item_tags.parquet" \
     --out "$run/tema" --seed "$seed" --device "$dev" "${extra[@]}"
-temacli train --data "$run/data" --model sasrec  --out "$run/sasrec"  --seed "$seed" --device "$dev" "${extra[@]}"
-temacli train --data "$run/data" --model gru4rec --out "$run/gru4rec" --seed "$seed" --device "$dev" "${extra[@]}"
+temacli train --data "$run/data" --arch sasrec  --out "$run/sasrec"  --seed "$seed" --device "$dev" "${extra[@]}"
+temacli train --data "$run/data" --arch gru4rec --out "$run/gru4rec" --seed "$seed" --device "$dev" "${extra[@]}"
 
 for m in tema sasrec gru4rec; do
-    temacli eval --model "$run/$m" --data "$run/data" --split test --json --out "$run/$m.test.sampled.json" > /dev/null
+    temacli eval --model "$run/$m" --data "$run/data" --split test --json --out "$run/$m.test.sampled.json" --force > /dev/null
 done
 temacli eval --compare "$run/tema.test.sampled.json" "$run/sasrec.test.sampled.json" "$run/gru4rec.test.sampled.json"
 temacli plot "$run/tema" "$run/sasrec" "$run/gru4rec" --out "$run/plots" --force || echo "figures skipped (pip install 'temacli[plot]')"

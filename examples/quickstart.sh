@@ -25,8 +25,8 @@ temacli features text --items "$run/data/items.parquet" --out "$run/features"
 # 4. TEMA-LLM and the two baselines, on the same data and candidates
 temacli train --data "$run/data" --features "$run/features" --tags "$run/tags/item_tags.parquet" \
     --out "$run/tema" --epochs "$epochs" --force
-temacli train --data "$run/data" --model sasrec --out "$run/sasrec" --epochs "$epochs" --force
-temacli train --data "$run/data" --model gru4rec --out "$run/gru4rec" --epochs "$epochs" --force
+temacli train --data "$run/data" --arch sasrec --out "$run/sasrec" --epochs "$epochs" --force
+temacli train --data "$run/data" --arch gru4rec --out "$run/gru4rec" --epochs "$epochs" --force
 
 # 5. evaluation on the test split (sampled protocol: the target among its 999 stored negatives)
 temacli eval --model "$run/tema" --data "$run/data" --split test

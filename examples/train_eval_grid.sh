@@ -27,8 +27,8 @@ mkdir -p "$out"
 runs=()   # name|flags
 for s in $seeds; do
     runs+=("tema_s$s|--features $feats --tags $tags/main/item_tags.parquet --seed $s")
-    runs+=("sasrec_s$s|--model sasrec --seed $s")
-    runs+=("gru4rec_s$s|--model gru4rec --seed $s")
+    runs+=("sasrec_s$s|--arch sasrec --seed $s")
+    runs+=("gru4rec_s$s|--arch gru4rec --seed $s")
 done
 s1="${seeds%% *}"
 # Table IV: base (no tags, one attention) < + keyword tags < + matched tags < + multi-attention (= tema)
@@ -60,7 +60,7 @@ printf '%s\n' "${runs[@]}" | xargs -P "$jobs" -I{} bash -c 'train_one "$@"' _ {}
 eval_one() {
     local name="$1" p="$2"
     [ -f "$out/$name/model.safetensors" ] || { echo "no model for $name"; return; }
-    $tc eval --model "$out/$name" --data "$data" --split test --protocol "$p" --json --out "$out/$name.test.$p.json" \
+    $tc eval --model "$out/$name" --data "$data" --split test --protocol "$p" --json --out "$out/$name.test.$p.json" --force \
         > /dev/null 2>> "$out/$name.eval.log" || echo "eval failed: $name $p"
 }
 export -f eval_one

@@ -21,7 +21,7 @@ import difflib
 import math
 import os
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -58,6 +58,7 @@ class Param:
     choices: tuple[str, ...] | None = None
     item: str = "str"
     option: str = ""  # how the command line spells it, for messages (e.g. --batch-size)
+    deprecated: tuple[str, ...] = ()  # old keys still accepted for this release (with a note)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -65,7 +66,7 @@ class Param:
 
     @property
     def keys(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(normalise_key(k) for k in (self.key, self.name, *self.aliases)))
+        return tuple(dict.fromkeys(normalise_key(k) for k in (self.key, self.name, *self.aliases, *self.deprecated)))
 
 
 def normalise_key(key: str) -> str:
@@ -109,17 +110,20 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
         raise TemacliError(f"{path}: cannot read the recipe ({e})") from None
 
 
-def load(path: str | os.PathLike, schema: Schema) -> dict[str, Any]:
+def load(path: str | os.PathLike, schema: Schema,
+         on_deprecated: Callable[[str, Param], None] | None = None) -> dict[str, Any]:
     """Read a recipe and check it against ``schema``: ``{parameter name: value}``.
 
     Refuses unknown keys, a key given twice (``batch-size`` and ``batch_size``), tables, and values of
     the wrong type or outside the choices. Integers are accepted for float options; paths are strings,
-    relative to the current directory as on the command line.
+    relative to the current directory as on the command line. A deprecated key (``Param.deprecated``)
+    is read as its option; ``on_deprecated(key, param)`` is called for it (the CLI prints one note).
     """
-    return check(read_toml(path), schema, where=str(path))
+    return check(read_toml(path), schema, where=str(path), on_deprecated=on_deprecated)
 
 
-def check(raw: Mapping[str, Any], schema: Schema, where: str = "<recipe>") -> dict[str, Any]:
+def check(raw: Mapping[str, Any], schema: Schema, where: str = "<recipe>",
+          on_deprecated: Callable[[str, Param], None] | None = None) -> dict[str, Any]:
     values: dict[str, Any] = {}
     seen: dict[str, str] = {}
     for key, value in raw.items():
@@ -136,6 +140,8 @@ def check(raw: Mapping[str, Any], schema: Schema, where: str = "<recipe>") -> di
         if p.name in seen:
             raise TemacliError(f"{where}: '{key}' and '{seen[p.name]}' are the same option; keep one")
         seen[p.name] = key
+        if on_deprecated is not None and normalise_key(key) in {normalise_key(k) for k in p.deprecated}:
+            on_deprecated(key, p)
         values[p.name] = _coerce(p, key, value, where)
     return values
 

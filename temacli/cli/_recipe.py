@@ -100,11 +100,21 @@ def _choice_str(c: Any) -> str:
 
 def schema_of(command: Any):
     """The :class:`temacli.recipe.Schema` of a built click/typer command (its options and arguments)."""
+    from temacli.cli._options import RENAMED_ATTR
     from temacli.recipe import Param, Schema, normalise_key
 
+    # old spellings (temacli.cli._options.Renamed): hidden options whose keys a recipe still accepts
+    deprecated: dict[str, list[str]] = {}
+    for p in command.params:
+        dest = getattr(p, RENAMED_ATTR, None)
+        if dest is not None:
+            deprecated.setdefault(dest, []).extend(
+                normalise_key(o) for o in getattr(p, "opts", ()) if o.startswith("--"))
     params = []
     for p in command.params:
         if not p.name or p.name == "config" or not getattr(p, "expose_value", True):
+            continue
+        if getattr(p, RENAMED_ATTR, None) is not None:
             continue
         longs = [o for o in getattr(p, "opts", ()) if o.startswith("--")]
         key = normalise_key(longs[0]) if longs else p.name
@@ -113,7 +123,7 @@ def schema_of(command: Any):
             Param(
                 name=p.name, key=key, kind=kind, choices=choices, item=item,
                 aliases=tuple(normalise_key(o) for o in longs[1:]),
-                option=longs[0] if longs else p.name,
+                option=longs[0] if longs else p.name, deprecated=tuple(deprecated.get(p.name, ())),
             )
         )
     return Schema(command=command.name or "command", params=params)
@@ -125,7 +135,17 @@ def _load_recipe(ctx: Any, param: Any, value: Optional[Path]) -> Optional[Path]:
         return value
     from temacli.recipe import load
 
-    values = load(value, schema_of(ctx.command))
+    from temacli.cli._console import err
+    from temacli.cli._options import deprecation_note
+
+    command = ctx.command_path.split(" ", 1)[-1]
+
+    def note(key: str, p: Any) -> None:
+        err(f"{deprecation_note(normalise_key(key), p.key, command)} (recipe {value})")
+
+    from temacli.recipe import normalise_key
+
+    values = load(value, schema_of(ctx.command), on_deprecated=note)
     ctx.default_map = {**(ctx.default_map or {}), **values}
     ctx.meta[_META] = str(value)
     return value

@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from temacli.cli._console import console, err, info
+from temacli.cli._options import DataFormat, SplitMode
 
 data_app = typer.Typer(
     help=(
@@ -65,8 +66,8 @@ def split(
         None, "--domains", help="The two domain labels, X first (e.g. food,kitchen). Importers default to the folder name."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Output dataset folder (created; its parent must be writable)."),
-    fmt: str = typer.Option("log", "--format", help="log (a raw interaction log), llmcdsr or c2dsr (published splits)."),
-    split_mode: str = typer.Option("loo", "--split", help="loo: leave-one-out per user; c2dsr: one evaluation instance per user, users split between valid and test."),
+    fmt: DataFormat = typer.Option(DataFormat.log, "--format", case_sensitive=False, help="log (a raw interaction log), llmcdsr or c2dsr (published splits)."),
+    split_mode: SplitMode = typer.Option(SplitMode.loo, "--split", case_sensitive=False, help="loo: leave-one-out per user; c2dsr: one evaluation instance per user, users split between valid and test."),
     min_user: int = typer.Option(10, "--min-user-interactions", help=f"Drop users with fewer interactions in total ({_R['--min-user-interactions']})."),
     min_domain: int = typer.Option(3, "--min-domain-interactions", help=f"Drop users with fewer interactions in either domain ({_R['--min-domain-interactions']})."),
     min_item: int = typer.Option(1, "--min-item-interactions", help=f"Drop items with fewer interactions; 1 keeps all ({_R['--min-item-interactions']})."),
@@ -98,6 +99,7 @@ def split(
     from temacli.errors import TemacliError
 
     doms = _domains(domains)
+    fmt, split_mode = fmt.value, split_mode.value
     progress = RichProgress(enabled=not (quiet or as_json))
     if fmt == "log":
         if interactions is None:

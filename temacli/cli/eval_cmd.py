@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 
 from temacli.cli._console import console
+from temacli.cli._options import DEVICE_HELP, Layout, Protocol, Split
 from temacli.evaluation.checks import BATCH_RANGE, CHUNK_RANGE, COLD_RANGE, MAX_K
 
 
@@ -20,9 +21,9 @@ def eval_cmd(
     data: Optional[Path] = typer.Option(
         None, "--data", "-d", help="Dataset folder; default: the one recorded in the model's manifest."
     ),
-    split: str = typer.Option("test", "--split", help="valid or test."),
-    protocol: str = typer.Option(
-        "sampled", "--protocol", "-p",
+    split: Split = typer.Option(Split.test, "--split", case_sensitive=False, help="The split to evaluate: test or valid."),
+    protocol: Protocol = typer.Option(
+        Protocol.sampled, "--protocol", "-p", case_sensitive=False,
         help="sampled: the target among the split's stored 999 negatives (C2DSR); "
         "full: the target among all items of its domain.",
     ),
@@ -35,8 +36,8 @@ def eval_cmd(
         help=f"Cutoffs: NDCG@k and HR@k for each k, comma-separated integers from 1 to {MAX_K}, e.g. 1,3,5,10 "
         "(default: NDCG@5,10 and HR@1,5,10; with --layout llmcdsr: 1,3,5,10). MRR is always reported.",
     ),
-    layout: str = typer.Option(
-        "paper", "--layout",
+    layout: Layout = typer.Option(
+        Layout.paper, "--layout", case_sensitive=False,
         help="Table layout: paper (MRR, NDCG@k, HR@k per target domain) or llmcdsr (NDCG@k and HR@k for "
         "k in 1,3,5,10 per domain, as LLMCDSR reports them).",
     ),
@@ -63,16 +64,17 @@ def eval_cmd(
         help=f"A target is cold when it occurs at most this often in train ({COLD_RANGE[0]} to {COLD_RANGE[1]}).",
     ),
     weights: str = typer.Option(
-        "model.safetensors", "--weights",
-        help="Weight file in the model folder, or per-domain: each domain's targets ranked by that domain's "
+        "model.safetensors", "--weights", metavar="FILE|per-domain",
+        help="Weight file in the model folder (default model.safetensors), or per-domain: each domain's targets ranked by that domain's "
         "best-validation weights model.<domain>.safetensors (C2DSR's and LLMCDSR's selection; written by "
         "`train --early-stop mrr|hr@K|ndcg@K`).",
     ),
-    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:1, ..."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON (fractions, not %)."),
     markdown: bool = typer.Option(False, "--markdown", help="Print Markdown tables (for docs)."),
     no_slices: bool = typer.Option(False, "--no-slices", help="Leave the slice table out of the printout."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also save the result JSON here (with a manifest)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also save the result JSON here (with a manifest); an existing file needs --force."),
+    force: bool = typer.Option(False, "--force", help="Replace the file already at --out."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or notes on stderr (warnings stay)."),
 ) -> None:
     """Evaluate a trained model: MRR, NDCG@k and HR@k per target domain, with diagnostics and slices.
@@ -99,6 +101,7 @@ def eval_cmd(
     from temacli.evaluation.metrics import LLMCDSR_KS, metric_names
 
     # every option value and output path is checked before any model is loaded
+    split, protocol, layout = split.value, protocol.value, layout.value
     if json_out and markdown:
         raise TemacliError("choose one of --json and --markdown")
     if layout not in report.LAYOUTS:
@@ -114,6 +117,8 @@ def eval_cmd(
                                f"{','.join(map(str, missing))} to --ks")
     if out is not None:
         check_output(out, "file", "--out")
+        if out.exists() and not force:
+            raise TemacliError(f"{out} exists; pass --force to replace it, or choose another --out")
     if recompute and not compare:
         raise TemacliError("--recompute goes with --compare (a plain eval always evaluates)")
     opts = dict(split=split, protocol=protocol, exclude_history=not keep_history, batch_size=batch_size,

@@ -9,13 +9,14 @@ from typing import List, Optional
 import typer
 
 from temacli.cli._console import console
+from temacli.cli._options import Protocol, Split
 
 
 def plot(
     models: List[Path] = typer.Argument(..., help="Model folders of `temacli train` (NAME_s1, NAME_s2, ... are seeds of NAME)."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for the figures (NAME.curves.png, compare.SPLIT.PROTOCOL.png, manifest.json)."),
-    split: str = typer.Option("test", "--split", help="Which split's `temacli eval` results to compare (test, valid)."),
-    protocol: Optional[List[str]] = typer.Option(None, "--protocol", help="sampled or full (repeat for both; default: every protocol found)."),
+    split: Split = typer.Option(Split.test, "--split", case_sensitive=False, help="Which split's `temacli eval` results to compare: test or valid."),
+    protocol: Optional[List[Protocol]] = typer.Option(None, "--protocol", case_sensitive=False, help="sampled or full (repeat for both; default: every protocol found)."),
     metrics: str = typer.Option("MRR,NDCG@10", "--metrics", help="Metrics to compare, comma-separated (MRR, NDCG@5, NDCG@10, HR@1, HR@5, HR@10)."),
     curves: bool = typer.Option(True, "--curves/--no-curves", help="Draw each model's learning curves."),
     compare: bool = typer.Option(True, "--compare/--no-compare", help="Draw the comparison of the models' results."),
@@ -34,7 +35,7 @@ def plot(
     from temacli.plot import plot_runs
 
     summary = plot_runs(
-        models, out_dir, split=split, protocols=protocol or None, metrics=metrics.split(","), dpi=dpi,
+        models, out_dir, split=split.value, protocols=[p.value for p in protocol] if protocol else None, metrics=metrics.split(","), dpi=dpi,
         curves=curves, compare=compare, force=force,
     )
     if as_json:

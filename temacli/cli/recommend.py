@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from temacli.cli._console import console, err
+from temacli.cli._options import DEVICE_HELP
 
 
 def _short(fp: str | None) -> str:
@@ -94,7 +95,8 @@ def recommend_cmd(
     ),
     user: Optional[str] = typer.Option(None, "--user", "-u", help="A user: the raw user id; when no raw id matches and it is an integer, the dataset's user index. The first output line says which."),
     users_file: Optional[Path] = typer.Option(None, "--users-file", help="Batch: one user id per line."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Batch: Parquet file to write (with a manifest)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Batch: Parquet file to write (with a manifest); an existing file needs --force."),
+    force: bool = typer.Option(False, "--force", help="Batch: replace the file already at --out."),
     k: int = typer.Option(10, "--k", "-k", help="Number of items to recommend."),
     domain: Optional[str] = typer.Option(
         None, "--domain", help="Domain to recommend from (name, X or Y); default: the domain of the next expected item."
@@ -112,7 +114,7 @@ def recommend_cmd(
     skip_unknown: bool = typer.Option(
         False, "--skip-unknown", help="Batch: skip unknown user ids (counted and named in the manifest)."
     ),
-    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, ..."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
     """Recommend items: a user's recent history, then the top-k items of the target domain.
@@ -130,6 +132,8 @@ def recommend_cmd(
         raise TemacliError("--users-file needs --out recs.parquet")
     if user is not None and out is not None:
         raise TemacliError("--out is for --users-file; for one user use --json")
+    if out is not None and out.exists() and not force:
+        raise TemacliError(f"{out} exists; pass --force to replace it, or choose another --out")
     users = read_users_file(users_file) if users_file is not None else None  # fail fast, before loading
     rec = Recommender.open(model, data, device=device, tags=tags)
     for note in rec.notes:

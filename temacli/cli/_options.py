@@ -1,0 +1,210 @@
+"""Shared option vocabulary of the CLI: choice enums, and renamed options that keep their old spelling.
+
+One flag, one meaning across commands (issue 15): ``train --arch`` is the model kind, ``--model DIR`` is a
+model folder (``eval``, ``recommend``). A renamed option keeps its old spelling for one release:
+
+    app.command("train", cls=renamed_command(Renamed("--model", "arch", short="-m")))(train)
+
+The old spelling is a hidden option (not in ``--help``, not completed) of the same type as the new one;
+when it is given, the value moves to the new option before the command runs and stderr gets one line,
+``note: --model is deprecated for train; use --arch``. Giving both spellings is a usage error (exit 2).
+A recipe (``--config``) accepts the old key the same way (:func:`temacli.cli._recipe.schema_of` reads
+the rename from the hidden option), with the same note.
+
+Nothing here imports more than typer and the standard library.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import typer
+
+# ----------------------------------------------------------------------------- choices
+# str enums: typer lists them in --help ([a|b|c]), shell completion offers them, a wrong value exits 2
+# naming the choices. The library keeps its own checks (Python callers); tests/test_cli_flags.py checks
+# that each enum has the library's values.
+
+
+class Arch(str, enum.Enum):
+    tema = "tema"
+    sasrec = "sasrec"
+    gru4rec = "gru4rec"
+
+
+class Softmax(str, enum.Enum):
+    full = "full"
+    sampled = "sampled"
+
+
+class TrainPositions(str, enum.Enum):
+    all = "all"
+    last = "last"
+
+
+class Amp(str, enum.Enum):
+    auto = "auto"
+    bf16 = "bf16"
+    off = "off"
+
+
+class TagWeights(str, enum.Enum):
+    file = "file"
+    weighted = "weighted"
+    multihot = "multihot"
+    onehot = "onehot"
+
+
+class Fusion(str, enum.Enum):
+    id = "id"
+    all = "all"
+    none = "none"
+
+
+class Attention(str, enum.Enum):
+    multi = "multi"
+    single = "single"
+
+
+class Positions(str, enum.Enum):
+    domain = "domain"
+    mixed = "mixed"
+
+
+class CrossWeights(str, enum.Enum):
+    symmetric = "symmetric"
+    literal = "literal"
+
+
+class Log(str, enum.Enum):
+    none = "none"
+    tensorboard = "tensorboard"
+
+
+class Split(str, enum.Enum):
+    """An evaluation split."""
+
+    test = "test"
+    valid = "valid"
+
+
+class Protocol(str, enum.Enum):
+    sampled = "sampled"
+    full = "full"
+
+
+class Layout(str, enum.Enum):
+    paper = "paper"
+    llmcdsr = "llmcdsr"
+
+
+class DataFormat(str, enum.Enum):
+    log = "log"
+    llmcdsr = "llmcdsr"
+    c2dsr = "c2dsr"
+
+
+class SplitMode(str, enum.Enum):
+    loo = "loo"
+    c2dsr = "c2dsr"
+
+
+def value(v: Any) -> Any:
+    """An enum member's value (what the library takes); anything else as it is."""
+    return v.value if isinstance(v, enum.Enum) else v
+
+
+# ----------------------------------------------------------------------------- common options
+DEVICE_HELP = "auto (CUDA when present), cpu, cuda, cuda:N."
+SEED_DEFAULT = 42
+QUIET_DECLS = ("--quiet", "-q")
+DATA_DECLS = ("--data", "-d")
+
+
+# ----------------------------------------------------------------------------- renamed options
+def deprecation_note(old: str, new: str, command: str) -> str:
+    """The one line printed when an old spelling is used (on the command line or as a recipe key)."""
+    return f"note: {old} is deprecated for {command}; use {new}"
+
+
+@dataclass(frozen=True)
+class Renamed:
+    """An option renamed to the parameter ``dest``; ``old`` (and ``short``) still work, hidden."""
+
+    old: str
+    dest: str
+    short: Optional[str] = None
+
+    @property
+    def param_name(self) -> str:
+        return "_deprecated_" + self.old.lstrip("-").replace("-", "_")
+
+
+RENAMED_ATTR = "_temacli_renamed_to"  # on the hidden option: the name of the parameter it feeds
+
+
+def _hidden_option(r: Renamed, new: Any) -> Any:
+    """The old spelling as a hidden typer option, of the new option's type (built by typer itself)."""
+    annotation = getattr(getattr(new, "type_descriptor", None), "annotation", str)
+    decls = [r.old] + ([r.short] if r.short else [])
+    info = typer.Option(None, *decls, hidden=True, case_sensitive=False)
+
+    def _placeholder(**kwargs: Any) -> None:
+        pass
+
+    _placeholder.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(r.param_name, inspect.Parameter.KEYWORD_ONLY, default=info,
+                           annotation=Optional[annotation])]
+    )
+    _placeholder.__annotations__ = {r.param_name: Optional[annotation]}
+    helper = typer.Typer(add_completion=False)
+    helper.command()(_placeholder)
+    param = next(p for p in typer.main.get_command(helper).params if p.name == r.param_name)
+    setattr(param, RENAMED_ATTR, r.dest)
+    return param
+
+
+def _parameter_source():
+    try:
+        from typer._click.core import ParameterSource  # type: ignore[import-not-found]
+    except ImportError:  # older typer with the click package
+        from click.core import ParameterSource
+    return ParameterSource
+
+
+def renamed_command(*renames: Renamed, base: Any = None) -> type:
+    """A typer command class whose options in ``renames`` keep their old spelling (hidden, with a note)."""
+    from typer.core import TyperCommand
+
+    base_cls = base or TyperCommand
+
+    class RenamedCommand(base_cls):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            by_name = {p.name: p for p in self.params}
+            for r in renames:
+                if r.param_name not in by_name:
+                    self.params.append(_hidden_option(r, by_name[r.dest]))
+
+        def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+            rest = super().parse_args(ctx, args)
+            source = _parameter_source()
+            for r in renames:
+                old = ctx.params.pop(r.param_name, None)
+                if old is None:
+                    continue
+                new = next(p for p in self.params if p.name == r.dest)
+                new_flag = max((o for o in new.opts if o.startswith("--")), key=len)
+                if ctx.get_parameter_source(r.dest) == source.COMMANDLINE:
+                    raise typer.BadParameter(f"give {new_flag} only ({r.old} is its old spelling)", ctx=ctx)
+                from temacli.cli._console import err
+
+                err(deprecation_note(r.old, new_flag, ctx.command_path.split(" ", 1)[-1]))
+                ctx.params[r.dest] = old
+            return rest
+
+    RenamedCommand.__name__ = f"Renamed{base_cls.__name__}"
+    return RenamedCommand
