@@ -255,3 +255,14 @@ def test_renamed_mechanism_is_generic(run_cli):
     assert "note: --model is deprecated for tags; use --llm" in r.output
     r = CliRunner().invoke(toy, ["--llm", "a", "--model", "b"])
     assert r.exit_code == 2
+
+
+@pytest.mark.parametrize("words,expected", [("temacli train --arch ", ["tema", "sasrec", "gru4rec"]),
+                                            ("temacli eval --protocol ", ["sampled", "full"]),
+                                            ("temacli data split --format ", ["log", "llmcdsr", "c2dsr"])])
+def test_completion_offers_the_choices(words, expected, run_cli, monkeypatch):
+    monkeypatch.setenv("_TEMACLI_COMPLETE", "complete_bash")
+    monkeypatch.setenv("COMP_WORDS", words)
+    monkeypatch.setenv("COMP_CWORD", str(len(words.split())))
+    code, out, _ = run_cli([])
+    assert code == 0 and out.split() == expected
