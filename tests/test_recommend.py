@@ -298,7 +298,7 @@ def test_prepared_tables_give_the_same_recommendations(tr, capsys, tmp_path):
     held-out rank and the explained parts are the same as when prepare() runs."""
     import torch
 
-    from temacli.model.folder import PREPARED, ModelFolder, _keep_prepared
+    from temacli.model.folder import PREPARED, ModelFolder
 
     plain = _copy_model(tr, tmp_path)
     (plain / PREPARED).unlink()
@@ -311,19 +311,19 @@ def test_prepared_tables_give_the_same_recommendations(tr, capsys, tmp_path):
         assert [x["parts"] for x in a[2]] == [x["parts"] for x in b[2]]
     fast = ModelFolder.open(tr["tema"]).load("cpu")
     slow = ModelFolder.open(plain).load("cpu")
-    assert fast.model.prepare is _keep_prepared and slow.model.prepare is not _keep_prepared
+    assert fast.from_prepared and not slow.from_prepared
     assert not fast.model.E_img.any() and slow.model.E_img.any()  # the frozen features were not loaded
     for g in ("R", "F"):
         for m, t in slow.model._tables[g].items():
             assert torch.equal(fast.model._tables[g][m], t)
     # prepared=False (or a GPU) computes the tables as before
-    assert ModelFolder.open(tr["tema"]).load("cpu", prepared=False).model.prepare is not _keep_prepared
+    assert not ModelFolder.open(tr["tema"]).load("cpu", prepared=False).from_prepared
 
 
 def test_stale_prepared_tables_are_ignored(tr, capsys, tmp_path):
     import torch
 
-    from temacli.model.folder import ModelFolder, _keep_prepared, load_weights, save_weights
+    from temacli.model.folder import ModelFolder, load_weights, save_weights
 
     stale = _copy_model(tr, tmp_path)
     folder = ModelFolder.open(stale)
@@ -332,7 +332,7 @@ def test_stale_prepared_tables_are_ignored(tr, capsys, tmp_path):
     with torch.no_grad():
         model.E_id.weight.mul_(-1.0)  # other weights; the prepared file still describes the old ones
     save_weights(model, stale / "model.safetensors")
-    assert folder.load("cpu").model.prepare is not _keep_prepared
+    assert not folder.load("cpu").from_prepared
     uid = str(tr["data"].split("test").user_id[2])
     got = _rec(stale, tr, capsys, uid)[0]
     assert got != _rec(tr["tema"], tr, capsys, uid)[0]  # the new weights' scores, not the stale tables'
@@ -345,7 +345,7 @@ def test_stale_prepared_tables_are_ignored(tr, capsys, tmp_path):
     # a copy with new mtimes but the same bytes is still recognised (by the fingerprint)
     os_copy = _copy_model(tr, tmp_path / "touched")
     (os_copy / "model.safetensors").touch()
-    assert ModelFolder.open(os_copy).load("cpu").model.prepare is _keep_prepared
+    assert ModelFolder.open(os_copy).load("cpu").from_prepared
 
 
 def test_load_builds_without_random_init_and_restores_torch_init(tr):

@@ -46,7 +46,10 @@ def build_model(config: dict, image=None, text=None, tags=None):
 class Trained:
     """A trained model ready to score; implements the evaluation ``Scorer`` protocol."""
 
-    def __init__(self, model, config: dict, manifest: dict | None = None, device: str = "cpu"):
+    def __init__(self, model, config: dict, manifest: dict | None = None, device: str = "cpu",
+                 prepared: dict | None = None):
+        """``prepared``: the item tables ``model.prepare()`` would compute, read from the model folder's
+        prepared file (:mod:`temacli.model.folder`); they are used instead of computing them."""
         import torch
 
         self.model = model.to(device).eval()
@@ -57,7 +60,11 @@ class Trained:
         self.pad = int(config["n_x"]) + int(config["n_y"])
         self.n_x, self.n_y = int(config["n_x"]), int(config["n_y"])
         self.kind = config["kind"]
-        self.model.prepare()
+        self.from_prepared = prepared is not None  # item tables read from the folder, not computed
+        if prepared is not None:
+            self.model._tables = prepared
+        else:
+            self.model.prepare()
 
     def refresh(self) -> None:
         """Recompute cached item tables after the weights changed (used during training)."""

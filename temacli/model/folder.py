@@ -238,11 +238,9 @@ class ModelFolder:
             load_weights(model, self.path / weights, device="cpu")
             return Trained(model, self.config, self.manifest, dev)
         load_weights(model, self.path / weights, device="cpu", skip=replaces)
-        model._tables = tables
-        # Trained() runs prepare(); here the stored tables stand in for it (the item side was not loaded,
-        # so recomputing them would be wrong)
-        model.prepare = _keep_prepared
-        return Trained(model, self.config, self.manifest, dev)
+        # the stored tables stand in for prepare() (the item side was not loaded, so recomputing them
+        # would be wrong)
+        return Trained(model, self.config, self.manifest, dev, prepared=tables)
 
 
 _INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
@@ -502,9 +500,6 @@ def load_checkpoint(path: str | Path, model, optimizer, generator, device: str =
 
 
 # ----------------------------------------------------------------------------- prepared tables
-def _keep_prepared() -> None:
-    """``prepare()`` of a model loaded with prepared tables: they are already in place."""
-
 
 def prepared_name(weights: str = DEFAULT_WEIGHTS) -> str:
     """The prepared file of a weight file: prepared.safetensors, prepared.<domain>.safetensors, ..."""
