@@ -93,7 +93,7 @@ def test_choices_match_the_library():
     def vals(e: type[enum.Enum]) -> set[str]:
         return {m.value for m in e}
 
-    assert vals(_options.Arch) == {"tema", *BASELINES}
+    assert vals(_options.Arch) == {"tema", *BASELINES} == set(registry.KINDS)
     for kind in vals(_options.Arch):
         assert registry.get(kind).name == kind
     assert vals(_options.Softmax) == set(SOFTMAXES) and vals(_options.Log) == set(LOGS)
