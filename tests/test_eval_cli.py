@@ -115,9 +115,9 @@ def test_eval_errors_exit_2(runs, run_cli, tmp_path, make_dataset):
     code, _, err = run_cli(["eval", "--model", a, "--data", other_ds.path])
     assert code == 2 and "dataset fingerprint" in err
     code, _, err = run_cli(["eval", "--model", a, "--protocol", "fancy"])
-    assert code == 2 and "unknown protocol" in err
+    assert code == 2 and "'fancy' is not one of 'sampled', 'full'" in err
     code, _, err = run_cli(["eval", "--model", a, "--split", "train"])
-    assert code == 2 and "split 'train'" in err
+    assert code == 2 and "'train' is not one of 'test', 'valid'" in err
     code, _, err = run_cli(["eval", "--model", tmp_path / "nope"])
     assert code == 2 and "model folder not found" in err
     code, _, err = run_cli(["eval", "--compare", a])

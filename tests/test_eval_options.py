@@ -65,7 +65,7 @@ def test_cli_ks_and_llmcdsr_layout(runs, run_cli):
     code, _, err = run_cli(["eval", "--model", a, "--layout", "llmcdsr", "--ks", "5,10"])
     assert code == 2 and "--layout llmcdsr needs k = 1,3,5,10" in err
     code, _, err = run_cli(["eval", "--model", a, "--layout", "wide"])
-    assert code == 2 and "--layout wide: choose one of paper, llmcdsr" in err
+    assert code == 2 and "'wide' is not one of 'paper', 'llmcdsr'" in err
     code, _, err = run_cli(["eval", "--compare", a, b, "--metrics", "HR@3"])  # HR@3 not evaluated by default
     assert code == 2 and "HR@3 not among the cutoffs" in err
 

@@ -101,7 +101,7 @@ def test_registry_drives_kinds_and_flags():
     assert registry.get("sasrec").accepts("id") and not registry.get("sasrec").accepts("tags")
     assert registry.params_from_flags("tema", {"--dim": 32, "--alpha": None}) == {"q": 32}
     assert registry.params_from_flags("gru4rec", {"--dim": 32}) == {"dim": 32}
-    with pytest.raises(TemacliError, match="--lambda1: not an option of --model sasrec"):
+    with pytest.raises(TemacliError, match="--lambda1: not an option of --arch sasrec"):
         registry.params_from_flags("sasrec", {"--lambda1": 0.5})
     with pytest.raises(TemacliError, match="choose one of tema, sasrec, gru4rec"):
         registry.get("bert4rec")

@@ -190,10 +190,9 @@ def test_bad_inputs_exit_2_with_one_line(world, run_cli, tmp_path):
         (["--streams", "id,img", "--out", tmp_path / "d"], "--features"),  # modality asked, not given
         (["--streams", "id,tag", "--out", tmp_path / "e"], "--tags"),
         (["--features", tmp_path / "missing", "--out", tmp_path / "f"], "not found"),
-        (["--model", "sasrec", "--tags", world["tags"], "--out", tmp_path / "g"], "IDs only"),
-        (["--model", "sasrec", "--alpha", "0.5,0.2,0.2", "--out", tmp_path / "h"], "TEMA options"),
+        (["--arch", "sasrec", "--tags", world["tags"], "--out", tmp_path / "g"], "IDs only"),
+        (["--arch", "sasrec", "--alpha", "0.5,0.2,0.2", "--out", tmp_path / "h"], "TEMA options"),
         (["--resume", "--out", tmp_path / "i"], "--resume"),
-        (["--softmax", "approx", "--out", tmp_path / "j"], "--softmax"),
         (["--time-limit", "-1", "--out", tmp_path / "m"], "--time-limit"),
         (["--alpha", "0.7,0.3,0.3", "--out", tmp_path / "k"], "alpha"),
         (["--device", "cuda:0", "--out", tmp_path / "l"] if not torch.cuda.is_available() else ["--device", "tpu", "--out", tmp_path / "l"], "device"),
@@ -203,6 +202,10 @@ def test_bad_inputs_exit_2_with_one_line(world, run_cli, tmp_path):
         assert code == 2, (extra, err)
         assert needle in err and len(err.strip().splitlines()) == 1, (extra, err)
         assert not (Path(extra[-1]) / "model.safetensors").exists()
+    # a choice outside an enum is click's usage error: exit 2, the choices named, nothing written
+    code, _, err = run_cli(base + ["--softmax", "approx", "--out", tmp_path / "j"])
+    assert code == 2 and "--softmax" in err and "'full'" in err and "'sampled'" in err
+    assert not (tmp_path / "j").exists()
 
 
 def test_loss_falls_on_a_slice_of_real_data(tmp_path, make_dataset):

@@ -108,15 +108,20 @@ def test_bad_flags_exit_2_before_any_file(world, run_cli, tmp_path):
         (["--eval-batch", "0"], "--eval-batch 0"),
         (["--early-stop", "recall@10"], "--early-stop recall@10"),
         (["--dropout", "1.5"], "--dropout 1.5"),
-        (["--model", "bert4rec"], "--model bert4rec: unknown model kind"),
-        (["--model", "gru4rec", "--lambda1", "0.2"], "--lambda1: not an option of --model gru4rec"),
-        (["--tags", world["tags"], "--tag-weights", "sqrt"], "--tag-weights sqrt"),
+        (["--arch", "gru4rec", "--lambda1", "0.2"], "--lambda1: not an option of"),
     ]
     for i, (extra, needle) in enumerate(cases):
         out = tmp_path / f"m{i}"
         code, _, err = run_cli(base + extra + ["--out", out])
         assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, (extra, err)
         assert not out.exists(), extra  # nothing written, not even config.json
+    # choices are enums: a usage error naming every choice (click's Usage/Error lines), nothing written
+    for i, (extra, needle) in enumerate([(["--arch", "bert4rec"], "'bert4rec' is not one of 'tema', 'sasrec', 'gru4rec'"),
+                                         (["--tags", world["tags"], "--tag-weights", "sqrt"], "'sqrt' is not one of 'file'")]):
+        out = tmp_path / f"c{i}"
+        code, _, err = run_cli(base + extra + ["--out", out])
+        assert code == 2 and needle in err, (extra, err)
+        assert not out.exists(), extra
     afile = tmp_path / "a-file"
     afile.write_text("x")
     code, _, err = run_cli(base + ["--out", afile])

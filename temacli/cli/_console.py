@@ -10,7 +10,7 @@ err_console = Console(stderr=True)
 
 def err(message: str) -> None:
     """One line on stderr, without markup interpretation (paths may contain brackets)."""
-    err_console.print(message, markup=False, highlight=False, soft_wrap=True)
+    err_console.print(message, markup=False, highlight=False, soft_wrap=True, emoji=False)
 
 
 def info(message: str) -> None:

@@ -64,7 +64,7 @@ class ModelSpec:
         try:
             return self.config_type()(n_x=n_x, n_y=n_y, **self.fixed, **params)
         except (TypeError, ValueError) as e:
-            raise TemacliError(f"--model {self.name}: {e}") from None
+            raise TemacliError(f"--arch {self.name}: {e}") from None
 
     def config_from_dict(self, model: Mapping[str, Any], where: str = "config.json"):
         """Rebuild the config stored in a model folder's config.json ``model`` field."""
@@ -72,7 +72,7 @@ class ModelSpec:
             return self.config_type()(**dict(model))
         except (TypeError, ValueError) as e:
             raise TemacliError(
-                f"{where}: the 'model' field does not fit --model {self.name} ({e}); "
+                f"{where}: the 'model' field does not fit --arch {self.name} ({e}); "
                 "use the config.json written with these weights, or retrain"
             ) from None
 
@@ -97,7 +97,7 @@ KINDS = tuple(REGISTRY)
 ALL_OPTIONS = tuple(dict.fromkeys(flag for s in REGISTRY.values() for flag in s.options))
 
 
-def get(kind: str, where: str = "--model") -> ModelSpec:
+def get(kind: str, where: str = "--arch") -> ModelSpec:
     spec = REGISTRY.get(str(kind).lower()) if kind is not None else None
     if spec is None:
         raise TemacliError(f"{where} {kind}: unknown model kind; choose one of {', '.join(KINDS)}")
@@ -112,7 +112,7 @@ def params_from_flags(kind: str, given: Mapping[str, Any]) -> dict:
     foreign = [k for k in given if k not in spec.options]
     if foreign:
         raise TemacliError(
-            f"{', '.join(foreign)}: not an option of --model {spec.name} "
+            f"{', '.join(foreign)}: not an option of --arch {spec.name} "
             f"({'TEMA options' if all(f in _TEMA for f in foreign) else 'unknown options'}); drop them"
         )
     return {spec.options[k]: v for k, v in given.items()}

@@ -169,7 +169,7 @@ def resolve_inputs(ds, kind: str, inp: ModelInputs) -> tuple[dict, dict, dict]:
     given = [flag for flag, v, need in (("--tags", inp.tags, "tags"), ("--features", inp.features, "image"),
                                         ("--streams", inp.streams, "tags")) if v and not spec.accepts(need)]
     if given:
-        raise TemacliError(f"{given[0]} is a TEMA input; --model {kind} uses item IDs only (drop {given[0]})")
+        raise TemacliError(f"{given[0]} is a TEMA input; --arch {kind} uses item IDs only (drop {given[0]})")
     if spec.inputs == ("id",):
         cfg = spec.make_config(ds.n_x, ds.n_y, **inp.params)
         return {"kind": spec.name, "model": cfg.to_dict()}, {}, records
