@@ -29,87 +29,28 @@ import typer
 # that each enum has the library's values.
 
 
-class Arch(str, enum.Enum):
-    tema = "tema"
-    sasrec = "sasrec"
-    gru4rec = "gru4rec"
+def choices(name: str, values: tuple[str, ...], doc: str = "") -> type[enum.Enum]:
+    """A str enum whose members are ``values`` (member names = values), for typer options."""
+    cls = enum.Enum(name, [(v, v) for v in values], type=str, module=__name__)
+    cls.__doc__ = doc or f"choices of {name}"
+    return cls
 
 
-class Softmax(str, enum.Enum):
-    full = "full"
-    sampled = "sampled"
-
-
-class TrainPositions(str, enum.Enum):
-    all = "all"
-    last = "last"
-
-
-class Amp(str, enum.Enum):
-    auto = "auto"
-    bf16 = "bf16"
-    off = "off"
-
-
-class TagWeights(str, enum.Enum):
-    file = "file"
-    weighted = "weighted"
-    multihot = "multihot"
-    onehot = "onehot"
-
-
-class Fusion(str, enum.Enum):
-    id = "id"
-    all = "all"
-    none = "none"
-
-
-class Attention(str, enum.Enum):
-    multi = "multi"
-    single = "single"
-
-
-class Positions(str, enum.Enum):
-    domain = "domain"
-    mixed = "mixed"
-
-
-class CrossWeights(str, enum.Enum):
-    symmetric = "symmetric"
-    literal = "literal"
-
-
-class Log(str, enum.Enum):
-    none = "none"
-    tensorboard = "tensorboard"
-
-
-class Split(str, enum.Enum):
-    """An evaluation split."""
-
-    test = "test"
-    valid = "valid"
-
-
-class Protocol(str, enum.Enum):
-    sampled = "sampled"
-    full = "full"
-
-
-class Layout(str, enum.Enum):
-    paper = "paper"
-    llmcdsr = "llmcdsr"
-
-
-class DataFormat(str, enum.Enum):
-    log = "log"
-    llmcdsr = "llmcdsr"
-    c2dsr = "c2dsr"
-
-
-class SplitMode(str, enum.Enum):
-    loo = "loo"
-    c2dsr = "c2dsr"
+Arch = choices("Arch", ("tema", "sasrec", "gru4rec"))
+Softmax = choices("Softmax", ("full", "sampled"))
+TrainPositions = choices("TrainPositions", ("all", "last"))
+Amp = choices("Amp", ("auto", "bf16", "off"))
+TagWeights = choices("TagWeights", ("file", "weighted", "multihot", "onehot"))
+Fusion = choices("Fusion", ("id", "all", "none"))
+Attention = choices("Attention", ("multi", "single"))
+Positions = choices("Positions", ("domain", "mixed"))
+CrossWeights = choices("CrossWeights", ("symmetric", "literal"))
+Log = choices("Log", ("none", "tensorboard"))
+Split = choices("Split", ("test", "valid"), "An evaluation split.")
+Protocol = choices("Protocol", ("sampled", "full"))
+Layout = choices("Layout", ("paper", "llmcdsr"))
+DataFormat = choices("DataFormat", ("log", "llmcdsr", "c2dsr"))
+SplitMode = choices("SplitMode", ("loo", "c2dsr"))
 
 
 def value(v: Any) -> Any:

@@ -470,17 +470,18 @@ def train(
             distributed.barrier(dist)
         summary = _finish(out, config, tracker, records, len(win), dist.main,
                           status="time limit" if timed_out else "done")
-    except _NonFinite as e:
-        if dist.main:
-            _finish(out, config, tracker, records, len(win), True, status="non-finite loss")
-        raise TemacliError(
-            f"training stopped: the training loss is {e.value} at epoch {e.epoch}, batch {e.batch}; epochs up to "
-            f"{tracker.epoch} are kept in {out}. Lower --lr (now {opts.lr:g}) or check the inputs (features, tags)"
-        ) from None
-    except KeyboardInterrupt:
+    except (_NonFinite, KeyboardInterrupt) as e:
+        # the epochs finished so far stay a valid model folder; then one line says what happened
         shown.finish()
+        nonfinite = isinstance(e, _NonFinite)
         if dist.main:
-            _finish(out, config, tracker, records, len(win), True, status="interrupted")
+            _finish(out, config, tracker, records, len(win), True,
+                    status="non-finite loss" if nonfinite else "interrupted")
+        if nonfinite:
+            raise TemacliError(
+                f"training stopped: the training loss is {e.value} at epoch {e.epoch}, batch {e.batch}; epochs up "
+                f"to {tracker.epoch} are kept in {out}. Lower --lr (now {opts.lr:g}) or check the inputs (features, tags)"
+            ) from None
         raise Interrupted(
             f"training stopped during epoch {epoch}; epochs up to {tracker.epoch} are saved in {out}; "
             f"continue with --resume"
