@@ -19,6 +19,14 @@ import numpy as np
 from temacli import artifacts
 from temacli.errors import TemacliError
 
+COS_LO, COS_HI = 0.05, 0.55  # embedding: cosine -> score mapping (documented in docs/tags.md)
+
+
+def cos_to_score(cos: np.ndarray) -> np.ndarray:
+    """Cosine of an item's and a tag's text vectors -> a 1-100 score, linear between COS_LO and COS_HI."""
+    x = (np.asarray(cos, dtype=np.float64) - COS_LO) / (COS_HI - COS_LO)
+    return np.rint(1 + 99 * np.clip(x, 0.0, 1.0)).astype(np.float32)
+
 BATCH = 256  # the batch size of `features text` (its default)
 
 

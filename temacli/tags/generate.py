@@ -430,7 +430,7 @@ def _describer(ground, threshold, items, all_texts, dom_rows, features, device, 
         return titled, (lambda keys, tag: keyword_describes(keys, item_keys))
     from temacli.features.text import encode_texts
     from temacli.tags.embed import item_text_vectors
-    from temacli.tags.match import cos_to_score
+    from temacli.tags.embed import cos_to_score
 
     if "item_vec" not in info:
         vec, rec = item_text_vectors(items, all_texts, features, device)

@@ -52,12 +52,12 @@ from temacli import artifacts
 from temacli.errors import TemacliError
 from temacli.tags.flags import parse_shard  # noqa: F401 (re-exported)
 from temacli.tags.represent import REPRESENTATIONS, represent
+from temacli.tags.embed import COS_HI, COS_LO, cos_to_score  # noqa: F401 (the embedding score map)
 from temacli.tags.store import ITEM_TAGS, TAG_VOCAB
 
 STAGE = "tags match"
 METHODS = ("embedding", "llm", "keyword")
 SELECTIONS = ("hybrid", "top-r", "threshold")
-COS_LO, COS_HI = 0.05, 0.55  # embedding: cosine -> score mapping (documented in docs/tags.md)
 MAX_ITEM_CHARS = 500
 MAX_BATCH_ITEMS = 256
 
@@ -225,11 +225,6 @@ def score_keyword(texts: list[str], tags: list[str]) -> np.ndarray:
                 frac = sum(w in have for w in ws) / len(ws)
                 out[i, j] = np.rint(1 + 99 * frac)
     return out
-
-
-def cos_to_score(cos: np.ndarray) -> np.ndarray:
-    x = (np.asarray(cos, dtype=np.float64) - COS_LO) / (COS_HI - COS_LO)
-    return np.rint(1 + 99 * np.clip(x, 0.0, 1.0)).astype(np.float32)
 
 
 def score_embedding_vectors(item_vec: np.ndarray, tags: list[str], device: str = "cpu") -> np.ndarray:
