@@ -36,12 +36,7 @@ PAGES = {
 }
 
 # options a page does not name yet (reported to the pages' owners); may only shrink
-UNDOCUMENTED: dict[str, set[str]] = {
-    "tags generate": {"--device", "--features", "--ground", "--ground-threshold", "--json", "--literal",
-                      "--max-share", "--max-words", "--merge-cos", "--min-items"},
-    "tags match": {"--device", "--features", "--json", "--max-failed-share"},
-    "tags merge": {"--json"},
-}
+UNDOCUMENTED: dict[str, set[str]] = {}
 
 
 def _commands():
