@@ -45,7 +45,6 @@ def _click():
 # ----------------------------------------------------------------------------- the schema
 def _kind(param: Any) -> tuple[str, tuple[str, ...] | None, str]:
     """(kind, choices, item kind) of a click/typer parameter."""
-    from enum import Enum
     from typing import get_args, get_origin
 
     desc = getattr(param, "type_descriptor", None)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from temacli.cli._console import console, err, info
+from temacli.cli._json import print_json
 from temacli.cli._options import DataFormat, SplitMode
 
 data_app = typer.Typer(
@@ -135,7 +135,7 @@ def split(
     for name in r.get("missing_files") or []:
         err(f"warning: {Path(source) / name} is missing: imported without it (see report.json)")
     if as_json:
-        console.print_json(json.dumps({"out": str(out), "counts": m["counts"], "report": r}))
+        print_json({"out": str(out), "counts": m["counts"], "report": r})
         return
     c = m["counts"]
     info(
@@ -182,7 +182,7 @@ def stats(
     ds = Dataset.open(data)
     st = artifacts.read_json(ds.path / "stats.json", what="stats.json", fix="rerun `temacli data split`")
     if as_json:
-        console.print_json(json.dumps(st))
+        print_json(st)
         return
     t = Table(title=f"{data} ({st['users']:,} users)")
     for col in ("domain", "#items", "#train targets", "#valid", "#test"):

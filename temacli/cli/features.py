@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from temacli.cli._console import RichProgress, console, info
+from temacli.cli._console import RichProgress, info
+from temacli.cli._json import print_json
 
 features_app = typer.Typer(
     help=(
@@ -22,7 +22,7 @@ features_app = typer.Typer(
 
 def _report(summary: dict, as_json: bool) -> None:
     if as_json:
-        console.print_json(json.dumps(summary))
+        print_json(summary)
         return
     for m in summary["modalities"]:
         if m.get("up_to_date"):

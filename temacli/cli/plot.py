@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from temacli.cli._console import console
+from temacli.cli._json import print_json
 from temacli.cli._options import Protocol, Split
 
 
@@ -39,7 +39,7 @@ def plot(
         curves=curves, compare=compare, force=force,
     )
     if as_json:
-        console.print_json(json.dumps(summary))
+        print_json(summary)
         return
     for f in summary["figures"]:
         console.print(f["path"], highlight=False, markup=False)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from temacli.cli._console import console, err
+from temacli.cli._json import print_json
 from temacli.cli._options import DEVICE_HELP
 
 
@@ -143,7 +142,7 @@ def recommend_cmd(
         m = recommend_batch(rec, users, out, skip_unknown=skip_unknown, **kw)
         summary = {"out": str(out), **m["counts"], "unknown_user_ids": m["unknown_users"]}
         if json_out:
-            sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+            print_json(summary)
         else:
             err(f"wrote {m['counts']['rows']} rows for {m['counts']['users']} users to {out}"
                 + (f"; skipped {len(m['unknown_users'])} unknown: {', '.join(m['unknown_users'][:5])}"
@@ -155,7 +154,7 @@ def recommend_cmd(
     ident = rec.identity()
     if json_out:
         err(how)
-        sys.stdout.write(json.dumps({**ident, **res}, indent=2) + "\n")
+        print_json({**ident, **res})
     else:
         console.print(how, highlight=False, markup=False)
         _print_user(res, ident, explain, k)

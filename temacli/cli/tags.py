@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from temacli.cli._console import console, info
+from temacli.cli._json import print_json
 
 tags_app = typer.Typer(
     help=(
@@ -97,7 +97,7 @@ def generate(
     )
     c = m["counts"]
     if as_json:
-        print(json.dumps({"path": m["path"], "report": m["report_path"], "counts": c, "tags": m["tags"]}, indent=2))
+        print_json({"path": m["path"], "report": m["report_path"], "counts": c, "tags": m["tags"]})
         return
     from rich.table import Table
 
@@ -164,7 +164,7 @@ def match(
                    progress=_progress(as_json), features=features, max_failed_share=max_failed_share)
     c = m["counts"]
     if as_json:
-        print(json.dumps({"path": m["path"], "report": m["report_path"], "counts": c}, indent=2))
+        print_json({"path": m["path"], "report": m["report_path"], "counts": c})
         return
     msg = (f"wrote {m['path']}: {c['tagged_items']}/{c['items']} items tagged, {c['rows']} item-tag rows, "
            f"{c['tags']} tags in the vocabulary")
@@ -191,7 +191,7 @@ def merge(
 
     m = merge_shards(list(parts), out)
     if as_json:
-        print(json.dumps({"path": m["path"], "counts": m["counts"]}, indent=2))
+        print_json({"path": m["path"], "counts": m["counts"]})
         return
     info(f"wrote {m['path']}: {m['counts']['rows']} rows from {len(parts)} shards")
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from temacli.cli._console import console
+from temacli.cli._json import print_json
 from temacli.cli._options import (Amp, Arch, Attention, CrossWeights, Fusion, Log, Positions, Renamed, Softmax,
                                   TagWeights, TrainPositions, renamed_command, value)
 
@@ -106,7 +106,7 @@ def train(
     )
     summary = run(data, out, opts, inputs, resume=resume, force=force, progress=RichProgress(enabled=not quiet))
     if as_json:
-        console.print_json(json.dumps(summary))
+        print_json(summary)
     elif summary:
         console.print(
             f"best epoch {summary['best_epoch']} of {summary['epochs_run']} "
