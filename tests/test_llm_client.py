@@ -13,13 +13,7 @@ from temacli.errors import TemacliError
 from temacli.llm.cache import ResponseCache, request_key
 from temacli.llm.client import LLMClient, LLMSettings, Request, classify, redact, retry_after
 
-SECRET = "sk-test-SECRET-0123456789"
-
-
-@pytest.fixture(autouse=True)
-def _env(monkeypatch, tmp_path):
-    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
-    monkeypatch.setenv("TEMACLI_CACHE_DIR", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("llm_env")  # a dummy key and a cache of its own per test
 
 
 def _req(i=1, text="hi", validate=None):
@@ -42,7 +36,7 @@ def _run(client, reqs):
     return out, stats
 
 
-def test_429_retry_after_and_500_are_retried():
+def test_429_retry_after_and_500_are_retried(llm_env):
     def script(body, n):
         if n == 1:
             return Reply(status=429, headers={"Retry-After": "7"})
@@ -62,7 +56,7 @@ def test_429_retry_after_and_500_are_retried():
     assert 0.01 <= sleeps[1] < 0.03 and 0.02 <= sleeps[2] < 0.06
     # the request asked for the JSON schema, and carried the key from the environment
     assert s.requests[0]["response_format"]["type"] == "json_schema"
-    assert s.auth[0] == f"Bearer {SECRET}"
+    assert s.auth[0] == f"Bearer {llm_env.key}"
 
 
 def test_hang_past_timeout_is_retried():
@@ -77,20 +71,20 @@ def test_hang_past_timeout_is_retried():
     assert stats.retries == 1 and dt < 3.0
 
 
-def test_retries_exhausted_gives_error_result_without_secret():
+def test_retries_exhausted_gives_error_result_without_secret(llm_env):
     with serve(lambda body, n: Reply(status=500)) as s:
         out, stats = _run(_client(s.url, use_cache=False, max_retries=2), [_req()])
     assert out[0].text is None and out[0].error
     assert len(s.requests) == 3 and stats.failed == 1
-    assert SECRET not in out[0].error
+    assert llm_env.key not in out[0].error
 
 
-def test_auth_failure_stops_the_run_with_one_line_and_no_key():
-    with serve(lambda body, n: Reply(status=401, body='{"error": {"message": "bad key ' + SECRET + '"}}')) as s:
+def test_auth_failure_stops_the_run_with_one_line_and_no_key(llm_env):
+    with serve(lambda body, n: Reply(status=401, body='{"error": {"message": "bad key ' + llm_env.key + '"}}')) as s:
         with pytest.raises(TemacliError) as e:
             _run(_client(s.url, use_cache=False), [_req(1), _req(2, "x")])
     msg = str(e.value)
-    assert "OPENAI_API_KEY" in msg and SECRET not in msg and "\n" not in msg
+    assert "OPENAI_API_KEY" in msg and llm_env.key not in msg and "\n" not in msg
     assert len(s.requests) == 1
 
 
@@ -151,7 +145,7 @@ def test_several_api_bases_share_the_load():
     assert len(s1.requests) + len(s2.requests) == 16
 
 
-def test_helpers_classify_retry_after_and_redact(monkeypatch):
+def test_helpers_classify_retry_after_and_redact(monkeypatch, llm_env):
     class E(Exception):
         status_code = 429
         litellm_response_headers = {"retry-after-ms": "1500"}
@@ -166,8 +160,8 @@ def test_helpers_classify_retry_after_and_redact(monkeypatch):
     assert classify(InternalServerError("OpenAIException - Missing credentials. Please pass an `api_key`")) == "fatal"
     assert classify(InternalServerError("upstream overloaded")) == "retry"
     monkeypatch.setenv("MY_SERVICE_TOKEN", "tok-abcdef-123")
-    s = redact(f"key {SECRET} at https://user:pw@host/v1 with tok-abcdef-123, Bearer abc.def")
-    assert SECRET not in s and "user:pw" not in s and "tok-abcdef-123" not in s and "abc.def" not in s
+    s = redact(f"key {llm_env.key} at https://user:pw@host/v1 with tok-abcdef-123, Bearer abc.def")
+    assert llm_env.key not in s and "user:pw" not in s and "tok-abcdef-123" not in s and "abc.def" not in s
 
 
 def test_settings_refuse_bad_values():

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from _llm_server import FOOD, KITCHEN, make_items, write_tag_list
+from _llm_server import FOOD, KITCHEN, write_tag_list
 from temacli.errors import TemacliError
 from temacli.tags.match import match_tags
 
@@ -15,10 +15,10 @@ FOOD_TAGS = ["coffee", "pasta", "tea", "spice", "gluten free"]
 KITCHEN_TAGS = ["cast iron", "coffee", "baking dish", "kettle"]
 
 
-def test_embedding_reuse_equals_encoding_again(tmp_path, monkeypatch):
+def test_embedding_reuse_equals_encoding_again(tmp_path, monkeypatch, make_dataset):
     from temacli.features.text import compute_text_features
 
-    items = make_items(tmp_path / "data", FOOD + KITCHEN)
+    items = make_dataset(tmp_path, "data", items=FOOD + KITCHEN) / "items.parquet"
     write_tag_list(tmp_path / "tags" / "food.parquet", "food", FOOD_TAGS)
     write_tag_list(tmp_path / "tags" / "kitchen.parquet", "kitchen", KITCHEN_TAGS)
     compute_text_features(items, tmp_path / "features")
@@ -42,7 +42,7 @@ def test_embedding_reuse_equals_encoding_again(tmp_path, monkeypatch):
     assert rep["item_vectors"]["reused"] is True and b["inputs"]["features_text"]["fingerprint"].startswith("sha256:")
     assert a["counts"]["rows"] == b["counts"]["rows"] > 0
     # features made for another items table: refused, nothing written
-    other = make_items(tmp_path / "data2", FOOD[:3] + KITCHEN[:2])
+    other = make_dataset(tmp_path, "data2", items=FOOD[:3] + KITCHEN[:2]) / "items.parquet"
     write_tag_list(tmp_path / "tags2" / "food.parquet", "food", FOOD_TAGS)
     write_tag_list(tmp_path / "tags2" / "kitchen.parquet", "kitchen", KITCHEN_TAGS)
     with pytest.raises(TemacliError, match="items fingerprint of text.npy"):

@@ -8,20 +8,14 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from _llm_server import FOOD, KITCHEN, Reply, chat_user, make_items, serve
+from _llm_server import FOOD, KITCHEN, Reply, chat_user, serve
 from temacli.cli import main
 from temacli.errors import TemacliError
 from temacli.llm.client import LLMSettings
 from temacli.tags.generate import RunRecord, build_prompts, generate_tags, vote
 from temacli.tags.parse import normalise_tag, parse_tag_list
 
-SECRET = "sk-test-SECRET-9876543210"
-
-
-@pytest.fixture(autouse=True)
-def _env(monkeypatch, tmp_path):
-    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
-    monkeypatch.setenv("TEMACLI_CACHE_DIR", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("llm_env")  # a dummy key and a cache of its own per test
 
 
 def _tags(*pairs):
@@ -74,8 +68,8 @@ def test_runs_see_different_prompts():
     assert len(set(without)) == 5  # the aspect order rotates even without titles
 
 
-def test_generate_end_to_end_with_unreadable_and_failed_runs(tmp_path):
-    items = make_items(tmp_path / "data", FOOD + KITCHEN)
+def test_generate_end_to_end_with_unreadable_and_failed_runs(tmp_path, llm_env, make_dataset):
+    items = make_dataset(tmp_path, "data", items=FOOD + KITCHEN) / "items.parquet"
     replies = {
         1: Reply(_tags(("Coffee", 0.9), ("Tea", 0.8), ("Pasta", 0.4))),
         2: Reply("I cannot help with that."),  # prose: no tags
@@ -116,11 +110,11 @@ def test_generate_end_to_end_with_unreadable_and_failed_runs(tmp_path):
     man = json.loads((tmp_path / "tags" / "food.parquet.manifest.json").read_text())
     assert man["stage"] == "tags generate" and man["params"]["llm"]["model"] == "openai/scripted"
     assert len(man["params"]["prompt_sha256"]) == 64 and man["inputs"]["items"]["fingerprint"].startswith("sha256:")
-    assert SECRET not in json.dumps(man) and SECRET not in json.dumps(report)
+    assert llm_env.key not in json.dumps(man) and llm_env.key not in json.dumps(report)
 
 
-def test_generate_refuses_when_nothing_parses_and_bad_domain(tmp_path):
-    items = make_items(tmp_path / "data", FOOD + KITCHEN)
+def test_generate_refuses_when_nothing_parses_and_bad_domain(tmp_path, make_dataset):
+    items = make_dataset(tmp_path, "data", items=FOOD + KITCHEN) / "items.parquet"
     with serve(lambda b, n: Reply("no idea")) as s:
         st = LLMSettings(model="openai/scripted", api_base=(s.url,))
         with pytest.raises(TemacliError, match="none of the 2 runs"):
@@ -130,8 +124,8 @@ def test_generate_refuses_when_nothing_parses_and_bad_domain(tmp_path):
     assert not (tmp_path / "t.parquet").exists()
 
 
-def test_cli_generate_json(tmp_path, capsys):
-    items = make_items(tmp_path / "data", FOOD + KITCHEN)
+def test_cli_generate_json(tmp_path, capsys, make_dataset):
+    items = make_dataset(tmp_path, "data", items=FOOD + KITCHEN) / "items.parquet"
     with serve(lambda b, n: Reply(_tags(("Cookware", 0.9), ("Bakeware", 0.7)))) as s:
         with pytest.raises(SystemExit) as e:
             main(["tags", "generate", "--domain", "kitchen", "--items", str(items), "--runs", "3",

@@ -9,7 +9,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from _llm_server import Reply, chat_user, make_items, serve
+from _llm_server import Reply, chat_user, serve
 from temacli.cli import main
 from temacli.llm.client import LLMSettings
 from temacli.tags.canon import canonical, text_keys
@@ -60,8 +60,8 @@ def test_canonical_form_folds_case_plural_and_ampersand():
     assert {"pencil", "and", "craft"} <= text_keys("Pencils & crafts")
 
 
-def test_junk_lists_give_exactly_the_expected_vocabulary(tmp_path):
-    items = make_items(tmp_path / "data", ARTS + OFFICE, domains=("arts", "office"))
+def test_junk_lists_give_exactly_the_expected_vocabulary(tmp_path, make_dataset):
+    items = make_dataset(tmp_path, "data", items=ARTS + OFFICE, domains=("arts", "office")) / "items.parquet"
     out = tmp_path / "tags" / "arts.parquet"
     with serve(_junk) as s:
         st = LLMSettings(model="openai/scripted", api_base=(s.url,), concurrency=1)
@@ -86,10 +86,10 @@ def test_junk_lists_give_exactly_the_expected_vocabulary(tmp_path):
     assert m["params"]["grounding"] == {"ground": "keyword", "min_items": 1, "max_share": 0.5}
 
 
-def test_literal_is_algorithm_1_as_before(tmp_path):
+def test_literal_is_algorithm_1_as_before(tmp_path, make_dataset):
     from temacli.progress import Recorder
 
-    items = make_items(tmp_path / "data", ARTS + OFFICE, domains=("arts", "office"))
+    items = make_dataset(tmp_path, "data", items=ARTS + OFFICE, domains=("arts", "office")) / "items.parquet"
     out = tmp_path / "lit" / "arts.parquet"
     rec = Recorder()
     with serve(_junk) as s:
@@ -133,8 +133,8 @@ def test_custom_prompt_brings_its_own_echo_words(tmp_path):
     assert m["params"]["echo_words"] == str(tmp_path / "mine.echo.txt")
 
 
-def test_cli_generate_prints_drop_reasons(tmp_path, capsys):
-    items = make_items(tmp_path / "data", ARTS + OFFICE, domains=("arts", "office"))
+def test_cli_generate_prints_drop_reasons(tmp_path, capsys, make_dataset):
+    items = make_dataset(tmp_path, "data", items=ARTS + OFFICE, domains=("arts", "office")) / "items.parquet"
     with serve(_junk) as s:
         with pytest.raises(SystemExit) as e:
             main(["tags", "generate", "--domain", "arts", "--items", str(items), "--runs", "3", "--min-items", "1",

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from _llm_server import FOOD, KITCHEN, make_items, write_tag_list
+from _llm_server import FOOD, KITCHEN, write_tag_list
 from temacli.cli import main
 from temacli.errors import TemacliError
 from temacli.tags.match import Selection, match_tags
@@ -27,8 +27,8 @@ def _env(monkeypatch, tmp_path):
 
 
 @pytest.fixture
-def tagged(tmp_path):
-    items = make_items(tmp_path / "data", FOOD + KITCHEN)
+def tagged(tmp_path, make_dataset):
+    items = make_dataset(tmp_path, "data", items=FOOD + KITCHEN) / "items.parquet"
     write_tag_list(tmp_path / "tags" / "food.parquet", "food", FOOD_TAGS)
     write_tag_list(tmp_path / "tags" / "kitchen.parquet", "kitchen", KITCHEN_TAGS)
     m = match_tags(items, [tmp_path / "tags"], out=tmp_path / "it", method="keyword",

@@ -8,7 +8,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from _llm_server import FOOD, KITCHEN, make_items, write_tag_list
+from _llm_server import FOOD, KITCHEN, write_tag_list
 from temacli.cli import main
 
 pytestmark = pytest.mark.slow
@@ -23,7 +23,7 @@ def _offline(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
 
 
-def test_local_default_generate_and_llm_match(tmp_path, capsys):
+def test_local_default_generate_and_llm_match(tmp_path, capsys, make_dataset):
     pytest.importorskip("transformers")
     from temacli.llm.local import gguf_path
 
@@ -37,7 +37,7 @@ def test_local_default_generate_and_llm_match(tmp_path, capsys):
     assert 1 <= len(t["tag"]) <= 4 and res["counts"]["runs_parsed"] == 2  # constrained: both runs parse
     assert all(t["tag"]) and len(set(t["tag"])) == len(t["tag"])
 
-    items = make_items(tmp_path / "data", FOOD[:2] + KITCHEN[:1])
+    items = make_dataset(tmp_path, "data", items=FOOD[:2] + KITCHEN[:1]) / "items.parquet"
     write_tag_list(tmp_path / "tags" / "food.parquet", "food", ["coffee", "pasta"])
     write_tag_list(tmp_path / "tags" / "kitchen.parquet", "kitchen", ["cookware", "coffee"])
     with pytest.raises(SystemExit) as e:
@@ -76,13 +76,27 @@ def test_batched_score_fields_equal_sequential_decoding():
 
 
 def _sample_items(tmp_path):
+    """examples/sample's items (X first) as an items table only: its 7447 items are more than a
+    ``make_dataset`` log reaches, and ``tags generate`` reads no dataset manifest."""
     import csv
     from pathlib import Path
 
+    import pyarrow as pa
+
+    from temacli import artifacts
+    from temacli.data.dataset import ITEMS
+
     rows = list(csv.DictReader(open(Path(__file__).resolve().parents[1] / "examples" / "sample" / "items.csv")))
     rows.sort(key=lambda r: r["domain"] != "food")  # X (food) items first
-    return make_items(tmp_path / "sample", [(r["domain"], r["title"] or "") for r in rows],
-                      ids=[r["item_id"] for r in rows])
+    (tmp_path / "sample").mkdir(parents=True, exist_ok=True)
+    table = pa.table({
+        "item": pa.array(range(len(rows)), pa.int32()),
+        "item_id": pa.array([r["item_id"] for r in rows]),
+        "domain": pa.array([r["domain"] for r in rows]),
+        "domain_idx": pa.array([("food", "kitchen").index(r["domain"]) for r in rows], pa.int8()),
+        "title": pa.array([r["title"] or "" for r in rows]),
+    })
+    return artifacts.write_table(table, tmp_path / "sample" / "items.parquet", ITEMS)
 
 
 def test_local_default_on_the_shipped_sample_obeys_the_rules(tmp_path):

@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from _llm_server import FOOD, KITCHEN, make_items, write_tag_list
+from _llm_server import FOOD, KITCHEN, write_tag_list
 from temacli.errors import TemacliError
 from temacli.tags.match import Selection, match_tags
 from temacli.tags.represent import REPRESENTATIONS, represent
@@ -71,9 +71,9 @@ def _e_tag(item, tag, weight, n_items, n_tags):
 
 
 @pytest.mark.parametrize("how", REPRESENTATIONS)
-def test_match_and_represent_give_identical_e_tag(tmp_path, how):
+def test_match_and_represent_give_identical_e_tag(tmp_path, how, make_dataset):
     """`tags match --represent X` and represent(scores, X) (what `train --tag-weights X` calls) agree."""
-    items = make_items(tmp_path / "data", FOOD + KITCHEN)
+    items = make_dataset(tmp_path, "data", items=FOOD + KITCHEN) / "items.parquet"
     write_tag_list(tmp_path / "tags" / "food.parquet", "food", FOOD_TAGS)
     # "coffee" and "tea" are in both lists, so kitchen's columns are not in vocabulary order: ties must
     # still be broken by the vocabulary index, as represent() does
