@@ -9,29 +9,21 @@ import sys
 import pytest
 
 from temacli import __version__
-from temacli.cli import main
 
 
-def run(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    cap = capsys.readouterr()
-    return e.value.code, cap.out, cap.err
-
-
-def test_version(capsys):
-    code, out, _ = run(["--version"], capsys)
+def test_version(run_cli):
+    code, out, _ = run_cli(["--version"])
     assert code == 0 and out.strip() == f"temacli {__version__}"
 
 
-def test_usage_error_exits_2(capsys):
-    code, _, err = run(["data", "split", "--no-such-flag"], capsys)
+def test_usage_error_exits_2(run_cli):
+    code, _, err = run_cli(["data", "split", "--no-such-flag"])
     assert code == 2 and "No such option" in err
-    code, _, _ = run(["no-such-command"], capsys)
+    code, _, _ = run_cli(["no-such-command"])
     assert code == 2
 
 
-def test_every_command_help_shows_an_example(capsys):
+def test_every_command_help_shows_an_example(run_cli):
     from temacli.cli import app
     import typer.main
 
@@ -47,7 +39,7 @@ def test_every_command_help_shows_an_example(capsys):
     commands = list(walk(group, []))
     assert ["data", "split"] in commands and ["data", "stats"] in commands
     for path in commands:
-        code, out, _ = run(path + ["--help"], capsys)
+        code, out, _ = run_cli(path + ["--help"])
         assert code == 0 and "Example: temacli" in " ".join(out.split()), path
 
 
@@ -63,7 +55,7 @@ def test_help_does_not_import_heavy_packages():
     assert json.loads(res.stdout.strip().splitlines()[-1]) == []
 
 
-def test_internal_error_exits_1(capsys, monkeypatch):
+def test_internal_error_exits_1(run_cli, monkeypatch):
     import temacli.data.split as split
 
     def boom(*a, **k):
@@ -71,7 +63,7 @@ def test_internal_error_exits_1(capsys, monkeypatch):
 
     monkeypatch.setattr(split, "split_dataset", boom)
     monkeypatch.delenv("TEMACLI_DEBUG", raising=False)
-    code, _, err = run(["data", "split", "--interactions", "x.csv", "--domains", "a,b", "--out", "o"], capsys)
+    code, _, err = run_cli(["data", "split", "--interactions", "x.csv", "--domains", "a,b", "--out", "o"])
     assert code == 1 and "internal error: RuntimeError: kaput" in err
 
 
@@ -99,9 +91,9 @@ def _boom_split(monkeypatch, exc):
         (IsADirectoryError(21, "Is a directory", "/tmp/out"), "error: /tmp/out: is a folder, expected a file"),
     ],
 )
-def test_memory_and_output_path_errors_are_one_line_exit_2(capsys, monkeypatch, tmp_path, exc, first):
+def test_memory_and_output_path_errors_are_one_line_exit_2(run_cli, monkeypatch, tmp_path, exc, first):
     _boom_split(monkeypatch, exc)
-    code, _, err = run(["data", "split", "--interactions", "x.csv", "--domains", "a,b", "--out", str(tmp_path / "o")], capsys)
+    code, _, err = run_cli(["data", "split", "--interactions", "x.csv", "--domains", "a,b", "--out", str(tmp_path / "o")])
     assert code == 2 and err.startswith(first) and len(err.strip().splitlines()) == 1, err
 
 
@@ -109,13 +101,13 @@ def test_memory_and_output_path_errors_are_one_line_exit_2(capsys, monkeypatch, 
     "exc",
     [OSError(5, "Input/output error", "/dev/sdz"), OSError("no file name"), RuntimeError("CUDA error: an illegal memory access")],
 )
-def test_other_os_and_runtime_errors_stay_internal(capsys, monkeypatch, tmp_path, exc):
+def test_other_os_and_runtime_errors_stay_internal(run_cli, monkeypatch, tmp_path, exc):
     _boom_split(monkeypatch, exc)
-    code, _, err = run(["data", "split", "--interactions", "x.csv", "--domains", "a,b", "--out", str(tmp_path / "o")], capsys)
+    code, _, err = run_cli(["data", "split", "--interactions", "x.csv", "--domains", "a,b", "--out", str(tmp_path / "o")])
     assert code == 1 and err.startswith("internal error:")
 
 
-def test_a_real_allocation_failure_is_exit_2(capsys, monkeypatch, tmp_path):
+def test_a_real_allocation_failure_is_exit_2(run_cli, monkeypatch, tmp_path):
     import numpy as np
 
     def alloc(*a, **k):
@@ -125,7 +117,7 @@ def test_a_real_allocation_failure_is_exit_2(capsys, monkeypatch, tmp_path):
     import temacli.data.split as split
 
     monkeypatch.setattr(split, "split_dataset", alloc)
-    code, _, err = run(["data", "split", "--interactions", "x.csv", "--domains", "a,b", "--out", str(tmp_path / "o")], capsys)
+    code, _, err = run_cli(["data", "split", "--interactions", "x.csv", "--domains", "a,b", "--out", str(tmp_path / "o")])
     assert code == 2 and err.startswith("error: not enough memory: Unable to allocate"), err
 
 
@@ -136,7 +128,7 @@ def test_a_real_allocation_failure_is_exit_2(capsys, monkeypatch, tmp_path):
         (["eval", "m"], "file"),
     ],
 )
-def test_every_command_checks_its_out_before_running(capsys, monkeypatch, tmp_path, argv_tail, kind):
+def test_every_command_checks_its_out_before_running(run_cli, monkeypatch, tmp_path, argv_tail, kind):
     """The CLI wraps every command with an --out: a file where a folder goes (and the reverse) is refused first."""
     import temacli.data.split as split
 
@@ -147,7 +139,7 @@ def test_every_command_checks_its_out_before_running(capsys, monkeypatch, tmp_pa
     d = tmp_path / "adir"
     d.mkdir()
     wrong = f if kind == "dir" else d
-    code, _, err = run([*argv_tail, "--out", str(wrong)], capsys)
+    code, _, err = run_cli([*argv_tail, "--out", str(wrong)])
     expected = "is an existing file, expected a folder" if kind == "dir" else "is an existing folder, expected a file"
     assert code == 2 and err.startswith(f"error: --out {wrong}: {expected}"), err
     assert not called and sorted(p.name for p in tmp_path.iterdir()) == ["adir", "afile"]
@@ -168,7 +160,7 @@ def test_output_guard_covers_every_command_with_an_out():
     assert all(getattr(c.callback, "_temacli_guarded", False) for _, c in with_out)
 
 
-def test_a_real_torch_allocation_failure_is_exit_2(capsys, monkeypatch, tmp_path):
+def test_a_real_torch_allocation_failure_is_exit_2(run_cli, monkeypatch, tmp_path):
     import temacli.data.split as split
 
     def alloc(*a, **k):
@@ -178,5 +170,5 @@ def test_a_real_torch_allocation_failure_is_exit_2(capsys, monkeypatch, tmp_path
 
     monkeypatch.setattr(split, "split_dataset", alloc)
     monkeypatch.delenv("TEMACLI_DEBUG", raising=False)
-    code, _, err = run(["data", "split", "--interactions", "x.csv", "--domains", "a,b", "--out", str(tmp_path / "o")], capsys)
+    code, _, err = run_cli(["data", "split", "--interactions", "x.csv", "--domains", "a,b", "--out", str(tmp_path / "o")])
     assert code == 2 and err.startswith("error: not enough memory: DefaultCPUAllocator: can't allocate memory: you tried to allocate 4.0 PiB"), err
