@@ -25,6 +25,45 @@ _MODEL_HELP = (
 )
 
 
+# The LLM options of `tags generate` and `tags match`, defined once: ``@llm_options`` adds them to a
+# command and hands the command one ``settings`` (temacli.llm.client.LLMSettings) built from them.
+_LLM_TYPES = {"model": Optional[str], "api_base": Optional[List[str]], "concurrency": int, "timeout": float,
+              "max_retries": int, "response_format": str, "max_tokens": Optional[int], "cache": Optional[Path],
+              "no_cache": bool}
+LLM = {
+    "model": typer.Option(None, "--model", "-m", help=_MODEL_HELP),
+    "api_base": typer.Option(None, "--api-base", help="Endpoint URL; repeat it to spread requests over several servers (LiteLLM Router)."),
+    "concurrency": typer.Option(4, "--concurrency", "-c", help="Requests in flight at once."),
+    "timeout": typer.Option(120.0, "--timeout", help="Seconds before a request is abandoned and retried."),
+    "max_retries": typer.Option(5, "--max-retries", help="Retries on timeouts, 429 and 5xx (exponential backoff, Retry-After honoured)."),
+    "response_format": typer.Option("schema", "--response-format", help="schema (JSON schema), json (JSON mode) or none."),
+    "max_tokens": typer.Option(None, "--max-tokens", help="Cap on reply tokens."),
+    "cache": typer.Option(None, "--cache", help="SQLite response cache (default $TEMACLI_CACHE_DIR or ~/.cache/temacli/llm-cache.sqlite)."),
+    "no_cache": typer.Option(False, "--no-cache", help="Neither read nor write the response cache."),
+}
+
+
+def llm_options(command):
+    """Append the ``LLM`` options to ``command``'s parameters (typer reads ``__signature__``) and call it
+    with ``settings=`` (one LLMSettings) in their place."""
+    import functools
+    import inspect
+
+    sig = inspect.signature(command)
+    params = [p for p in sig.parameters.values() if p.name != "settings"]
+    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=LLM[name], annotation=_LLM_TYPES[name])
+             for name in LLM]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs):
+        values = {name: kwargs.pop(name) for name in LLM}
+        return command(**kwargs, settings=_settings(**values))
+
+    wrapper.__signature__ = sig.replace(parameters=params + extra)
+    wrapper.__annotations__ = {k: v for k, v in command.__annotations__.items() if k != "settings"} | _LLM_TYPES
+    return wrapper
+
+
 def _progress(as_json: bool):
     from temacli.cli._console import RichProgress
 
@@ -48,6 +87,7 @@ def _settings(model, api_base, concurrency, timeout, max_retries, response_forma
 
 
 @tags_app.command("generate")
+@llm_options
 def generate(
     domain: str = typer.Option(..., "--domain", "-d", help="Domain name (as in the items table's domain column)."),
     items: Optional[Path] = typer.Option(
@@ -69,16 +109,8 @@ def generate(
     features: Optional[Path] = typer.Option(None, "--features", help="--ground embedding: a `features text` folder whose text.npy is reused."),
     device: str = typer.Option("cpu", "--device", help="Encoder device for merging and --ground embedding: cpu, cuda, mps or auto."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output Parquet file (default tags/<domain>.parquet)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help=_MODEL_HELP),
-    api_base: Optional[List[str]] = typer.Option(None, "--api-base", help="Endpoint URL; repeat it to spread requests over several servers."),
-    concurrency: int = typer.Option(4, "--concurrency", "-c", help="Requests in flight at once."),
-    timeout: float = typer.Option(120.0, "--timeout", help="Seconds before a request is abandoned and retried."),
-    max_retries: int = typer.Option(5, "--max-retries", help="Retries on timeouts, 429 and 5xx (exponential backoff, Retry-After honoured)."),
-    response_format: str = typer.Option("schema", "--response-format", help="schema (JSON schema), json (JSON mode) or none."),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Cap on reply tokens."),
-    cache: Optional[Path] = typer.Option(None, "--cache", help="SQLite response cache (default $TEMACLI_CACHE_DIR or ~/.cache/temacli/llm-cache.sqlite)."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the response cache."),
     as_json: bool = typer.Option(False, "--json", help="Print the result (tags, counts, paths) as JSON."),
+    settings=None,  # the LLM options (see llm_options)
 ) -> None:
     """Generate a domain's tag list: R queries at T=0, then a frequency vote (Algorithm 1).
 
@@ -88,7 +120,6 @@ def generate(
     """
     from temacli.tags.generate import generate_tags
 
-    settings = _settings(model, api_base, concurrency, timeout, max_retries, response_format, cache, no_cache, max_tokens)
     m = generate_tags(
         domain, out=out, items=items, runs=runs, num_tags=num_tags, sample_titles=sample_titles, seed=seed,
         min_votes=min_votes, prompt_file=prompt_file, settings=settings, progress=_progress(as_json),
@@ -122,6 +153,7 @@ def generate(
 
 
 @tags_app.command("match")
+@llm_options
 def match(
     items: Path = typer.Option(..., "--items", help="items.parquet of the dataset (or the dataset folder)."),
     tags: List[Path] = typer.Option(..., "--tags", help="Folder with <domain>.parquet tag lists, or the files; repeatable."),
@@ -138,16 +170,8 @@ def match(
     features: Optional[Path] = typer.Option(None, "--features", help="embedding: a `features text` folder; its text.npy is reused when made for this items table (same output as encoding again)."),
     max_failed_share: Optional[float] = typer.Option(None, "--max-failed-share", help="llm: exit 2 (report written, no item tags) when more than this share (0-1) of the items failed; default: only when all failed."),
     prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="llm: UTF-8 prompt template (fields {tags} {items} {domain})."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help=_MODEL_HELP),
-    api_base: Optional[List[str]] = typer.Option(None, "--api-base", help="Endpoint URL; repeat it to spread requests over several servers (LiteLLM Router)."),
-    concurrency: int = typer.Option(4, "--concurrency", "-c", help="llm: requests in flight at once."),
-    timeout: float = typer.Option(120.0, "--timeout", help="Seconds before a request is abandoned and retried."),
-    max_retries: int = typer.Option(5, "--max-retries", help="Retries on timeouts, 429 and 5xx."),
-    response_format: str = typer.Option("schema", "--response-format", help="schema, json or none."),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Cap on reply tokens."),
-    cache: Optional[Path] = typer.Option(None, "--cache", help="SQLite response cache path."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the response cache."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest's counts and paths as JSON."),
+    settings=None,  # the LLM options (see llm_options)
 ) -> None:
     """Score every item against its domain's tags (1-100), select tags and write their weights.
 
@@ -158,7 +182,6 @@ def match(
     from temacli.tags.match import Selection, match_tags
 
     sel = Selection(select=select, top_r=top_r, threshold=threshold, max_tags=max_tags, represent=represent)
-    settings = _settings(model, api_base, concurrency, timeout, max_retries, response_format, cache, no_cache, max_tokens)
     m = match_tags(items, list(tags), out=out, method=method, selection=sel, settings=settings,
                    batch_items=batch_items, shard=shard, device=device, prompt_file=prompt_file,
                    progress=_progress(as_json), features=features, max_failed_share=max_failed_share)
