@@ -42,13 +42,6 @@ from temacli.cli import main
 # ----------------------------------------------------------------------------- helpers
 
 
-def cli(args, capsys) -> tuple[int, str]:
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    cap = capsys.readouterr()
-    return e.value.code, cap.err
-
-
 def tree(root: Path) -> dict[str, tuple[int, int]]:
     """Every path under ``root`` with its size and modification time: "nothing written" means equal trees."""
     out = {}
@@ -99,19 +92,21 @@ def split_args(log: Path, items: Path, out: Path) -> list:
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
+def dataset(tmp_path_factory, make_dataset):
     """A real dataset folder (``data split``) with features for both modalities (as the stages write them)."""
-    from _train_fixtures import make_dataset, make_features
+    from _train_fixtures import make_features
+    from temacli.data.dataset import Dataset
 
     root = tmp_path_factory.mktemp("bad_input")
-    ds = make_dataset(root)
+    ds = Dataset.open(make_dataset(root))
     make_features(ds, root / "features")
     return ds
 
 
 @pytest.fixture(scope="module")
 def trained(dataset, tmp_path_factory):
-    """A model folder trained for one epoch on the fixture (id stream only, width 8)."""
+    """A model folder trained for one epoch on the fixture (id stream only, width 8): the resume test
+    continues its training (tests that only need *a* model use conftest's ``tiny_model``)."""
     out = tmp_path_factory.mktemp("bad_input_model") / "model"
     with pytest.raises(SystemExit) as e:
         main(["train", "--data", str(dataset.path), "--out", str(out), "--epochs", "1", "--device", "cpu",
@@ -153,15 +148,15 @@ def _nan_row(e):
     ],
     ids=["nan-rows", "int64"],
 )
-def test_bad_feature_matrix_is_refused_by_train(dataset, tmp_path, capsys, edit, first):
+def test_bad_feature_matrix_is_refused_by_train(dataset, tmp_path, run_cli, edit, first):
     f = features_copy(dataset, tmp_path / "f", edit)
     before = tree(tmp_path)
-    code, err = cli(train_args(dataset, f, tmp_path / "model"), capsys)
+    code, _, err = run_cli(train_args(dataset, f, tmp_path / "model"))
     refused(code, err, first.format(f=f))
     assert tree(tmp_path) == before and not (tmp_path / "model").exists()
 
 
-def test_features_manifest_without_counts_is_refused(dataset, tmp_path, capsys):
+def test_features_manifest_without_counts_is_refused(dataset, tmp_path, run_cli):
     import json
 
     f = features_copy(dataset, tmp_path / "f", lambda e: e)
@@ -170,23 +165,23 @@ def test_features_manifest_without_counts_is_refused(dataset, tmp_path, capsys):
     del m["counts"]
     mp.write_text(json.dumps(m))
     before = tree(tmp_path)
-    code, err = cli(train_args(dataset, f, tmp_path / "model"), capsys)
+    code, _, err = run_cli(train_args(dataset, f, tmp_path / "model"))
     refused(code, err, f"{mp}: manifest field counts.n_items is missing")
     assert tree(tmp_path) == before
 
 
-def test_dataset_manifest_without_counts_is_refused(dataset, trained, tmp_path, capsys):
+def test_dataset_manifest_without_counts_is_refused(tiny_model, tmp_path, run_cli):
     import json
     import shutil
 
     d = tmp_path / "data"
-    shutil.copytree(dataset.path, d)
+    shutil.copytree(tiny_model.data, d)
     m = json.loads((d / "manifest.json").read_text())
     del m["counts"]
     (d / "manifest.json").write_text(json.dumps(m))
     before = tree(tmp_path)
-    for argv in (["eval", trained, "--data", d], ["train", "--data", d, "--out", tmp_path / "model", "--quiet"]):
-        code, err = cli(argv, capsys)
+    for argv in (["eval", tiny_model.model, "--data", d], ["train", "--data", d, "--out", tmp_path / "model", "--quiet"]):
+        code, _, err = run_cli(argv)
         refused(code, err, f"{d / 'manifest.json'}: the dataset manifest has no counts")
     assert tree(tmp_path) == before
 
@@ -201,18 +196,18 @@ def test_dataset_manifest_without_counts_is_refused(dataset, trained, tmp_path, 
     ],
     ids=["missing-key", "field-type", "section-type", "model-field-type"],
 )
-def test_config_json_with_a_wrong_type_or_missing_key_is_refused(dataset, trained, tmp_path, capsys, edit, first):
+def test_config_json_with_a_wrong_type_or_missing_key_is_refused(tiny_model, tmp_path, run_cli, edit, first):
     import json
     import shutil
 
     m = tmp_path / "model"
-    shutil.copytree(trained, m)
+    shutil.copytree(tiny_model.model, m)
     cfg = m / "config.json"
     c = json.loads(cfg.read_text())
     edit(c)
     cfg.write_text(json.dumps(c))
     before = tree(tmp_path)
-    code, err = cli(["eval", m, "--data", dataset.path], capsys)
+    code, _, err = run_cli(["eval", m, "--data", tiny_model.data])
     refused(code, err, first.format(cfg=cfg))
     assert tree(tmp_path) == before
 
@@ -251,54 +246,54 @@ def _set_first(column: str, value):
     ],
     ids=["nan-weight", "negative-weight", "score-500", "weights-not-summing-to-1", "item-out-of-range", "no-rows"],
 )
-def test_bad_item_tags_are_refused_by_train(dataset, tmp_path, capsys, edit, words):
+def test_bad_item_tags_are_refused_by_train(dataset, tmp_path, run_cli, edit, words):
     path = _tags_copy(dataset, tmp_path / "tags", edit)
     before = tree(tmp_path)
-    code, err = cli(["train", "--data", dataset.path, "--tags", path, "--out", tmp_path / "model", "--device", "cpu",
-                     "--dim", 8, "--quiet"], capsys)
+    code, _, err = run_cli(["train", "--data", dataset.path, "--tags", path, "--out", tmp_path / "model", "--device", "cpu",
+                     "--dim", 8, "--quiet"])
     refused(code, err, f"{path}: ")
     assert words in err
     assert tree(tmp_path) == before
 
 
 # ----------------------------------------------------------------------------- 2. fingerprints
-def test_a_split_edited_after_data_split_is_refused(dataset, trained, tmp_path, capsys):
+def test_a_split_edited_after_data_split_is_refused(tiny_model, tmp_path, run_cli):
     import shutil
 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     d = tmp_path / "data"
-    shutil.copytree(dataset.path, d)
+    shutil.copytree(tiny_model.data, d)
     t = pq.read_table(d / "test.parquet")
     target = t.column("target").to_pylist()
     target[0], target[1] = target[1], target[0]
     pq.write_table(t.set_column(t.column_names.index("target"), "target", pa.array(target, pa.int32())), d / "test.parquet")
     before = tree(tmp_path)
-    code, err = cli(["eval", trained, "--data", d], capsys)
+    code, _, err = run_cli(["eval", tiny_model.model, "--data", d])
     refused(code, err, f"{d / 'test.parquet'}: test.parquet changed after `data split` recorded it")
     assert tree(tmp_path) == before
 
 
-def test_candidates_edited_after_data_split_are_refused(dataset, trained, tmp_path, capsys):
+def test_candidates_edited_after_data_split_are_refused(tiny_model, tmp_path, run_cli):
     import shutil
 
     d = tmp_path / "data"
-    shutil.copytree(dataset.path, d)
+    shutil.copytree(tiny_model.data, d)
     c = np.load(d / "candidates_test.npy")
     c[0, 0] = c[0, 1]
     artifacts.write_npy(c, d / "candidates_test.npy")
     before = tree(tmp_path)
-    code, err = cli(["eval", trained, "--data", d], capsys)
+    code, _, err = run_cli(["eval", tiny_model.model, "--data", d])
     refused(code, err, f"{d / 'candidates_test.npy'}: the stored negatives (candidates_test.npy) changed after `data split`")
     assert tree(tmp_path) == before
 
-def test_features_edited_after_their_manifest_are_refused(dataset, tmp_path, capsys):
+def test_features_edited_after_their_manifest_are_refused(dataset, tmp_path, run_cli):
     f = features_copy(dataset, tmp_path / "f", lambda e: e)
     e = np.load(f / "text.npy")
     artifacts.write_npy(e[:, ::-1].copy(), f / "text.npy")  # still finite float32 unit rows: only the fingerprint tells
     before = tree(tmp_path)
-    code, err = cli(train_args(dataset, f, tmp_path / "model"), capsys)
+    code, _, err = run_cli(train_args(dataset, f, tmp_path / "model"))
     refused(code, err, f"{f / 'text.npy'}: text.npy fingerprint (the file changed after its manifest was written)")
     assert tree(tmp_path) == before
 
@@ -313,9 +308,9 @@ def test_features_edited_after_their_manifest_are_refused(dataset, tmp_path, cap
         ("clip", ["--random-weights", "--text-batch-size", 10**6], "--text-batch-size 1000000: must be between 1 and 65536"),
     ],
 )
-def test_features_flags_are_checked_before_any_work(dataset, tmp_path, capsys, cmd, flags, first):
+def test_features_flags_are_checked_before_any_work(dataset, tmp_path, run_cli, cmd, flags, first):
     before = tree(tmp_path)
-    code, err = cli(["features", cmd, "--items", dataset.path, "--out", tmp_path / "feat", *flags], capsys)
+    code, _, err = run_cli(["features", cmd, "--items", dataset.path, "--out", tmp_path / "feat", *flags])
     refused(code, err, first)
     assert tree(tmp_path) == before
 
@@ -330,15 +325,15 @@ def test_features_flags_are_checked_before_any_work(dataset, tmp_path, capsys, c
         (["--max-len", 0], "--max-len 0: must be an integer in 1.."),
     ],
 )
-def test_train_flags_are_checked_before_any_file(dataset, tmp_path, capsys, flags, first):
+def test_train_flags_are_checked_before_any_file(dataset, tmp_path, run_cli, flags, first):
     before = tree(tmp_path)
-    code, err = cli(["train", "--data", dataset.path, "--out", tmp_path / "model", "--device", "cpu", "--quiet", *flags], capsys)
+    code, _, err = run_cli(["train", "--data", dataset.path, "--out", tmp_path / "model", "--device", "cpu", "--quiet", *flags])
     refused(code, err, first)
     assert tree(tmp_path) == before  # no config.json left behind for a rerun to trip over
 
 
 @pytest.mark.slow  # three short epochs
-def test_a_non_finite_loss_stops_training_and_is_never_kept_as_best(dataset, tmp_path, capsys, monkeypatch):
+def test_a_non_finite_loss_stops_training_and_is_never_kept_as_best(dataset, tmp_path, run_cli, monkeypatch):
     import torch
     from safetensors.torch import load_file
 
@@ -357,28 +352,28 @@ def test_a_non_finite_loss_stops_training_and_is_never_kept_as_best(dataset, tmp
 
     monkeypatch.setattr(step, "train_step", poisoned)
     m = tmp_path / "model"
-    code, err = cli(["train", "--data", dataset.path, "--out", m, "--device", "cpu", "--dim", 8, "--quiet",
-                     "--epochs", 3, "--batch-size", 8], capsys)
+    code, _, err = run_cli(["train", "--data", dataset.path, "--out", m, "--device", "cpu", "--dim", 8, "--quiet",
+                     "--epochs", 3, "--batch-size", 8])
     refused_after_progress(code, err, "training stopped: the training loss is nan at epoch 2, batch 2")
     weights = load_file(str(m / "model.safetensors"))
     assert all(torch.isfinite(v).all() for v in weights.values())  # the kept (best) epoch is epoch 1's
 
 
-def test_a_model_too_large_for_memory_is_refused_with_its_size(dataset, tmp_path, capsys):
+def test_a_model_too_large_for_memory_is_refused_with_its_size(dataset, tmp_path, run_cli):
     before = tree(tmp_path)
-    code, err = cli(["train", "--data", dataset.path, "--out", tmp_path / "model", "--device", "cpu", "--quiet",
-                     "--dim", 16384, "--batch-size", 1000000, "--max-len", 10000], capsys)
+    code, _, err = run_cli(["train", "--data", dataset.path, "--out", tmp_path / "model", "--device", "cpu", "--quiet",
+                     "--dim", 16384, "--batch-size", 1000000, "--max-len", 10000])
     refused(code, err, "the model is too large for this machine: about ")
     assert "TiB needed" in err
     assert tree(tmp_path) == before
 
 
-def test_data_split_and_eval_flags_are_checked_before_any_file(trained, tmp_path, capsys):
+def test_data_split_and_eval_flags_are_checked_before_any_file(tiny_model, tmp_path, run_cli):
     log, items = write_log(tmp_path / "raw")
     before = tree(tmp_path)
-    code, err = cli(split_args(log, items, tmp_path / "data") + ["--min-user-interactions", 0], capsys)
+    code, _, err = run_cli(split_args(log, items, tmp_path / "data") + ["--min-user-interactions", 0])
     refused(code, err, "--min-user-interactions 0: out of range")
-    code, err = cli(["eval", trained, "--ks", "0", "--out", tmp_path / "r.json"], capsys)
+    code, _, err = run_cli(["eval", tiny_model.model, "--ks", "0", "--out", tmp_path / "r.json"])
     refused(code, err, "--ks 0: ")
     assert tree(tmp_path) == before
 
@@ -396,7 +391,7 @@ def test_data_split_and_eval_flags_are_checked_before_any_file(trained, tmp_path
         ("recommend", ["--k", 0], "--k must be at least 1"),
     ],
 )
-def test_tags_and_recommend_flags_are_checked_before_any_file(dataset, trained, tmp_path, capsys, monkeypatch,
+def test_tags_and_recommend_flags_are_checked_before_any_file(dataset, tiny_model, tmp_path, run_cli, monkeypatch,
                                                              stage, flags, first):
     from _llm_server import write_tag_list
 
@@ -408,10 +403,10 @@ def test_tags_and_recommend_flags_are_checked_before_any_file(dataset, trained, 
     argv = {
         "match": ["tags", "match", "--items", items, "--tags", tags, "--out", tmp_path / "o" / "item_tags.parquet"],
         "generate": ["tags", "generate", "--items", items, "--domain", "food", "--out", tmp_path / "o" / "food.parquet"],
-        "recommend": ["recommend", "--model", trained, "--data", dataset.path, "--user", "U001"],
+        "recommend": ["recommend", "--model", tiny_model.model, "--data", tiny_model.data, "--user", "U001"],
     }[stage]
     before = tree(tmp_path)
-    code, err = cli([*argv, *flags], capsys)
+    code, _, err = run_cli([*argv, *flags])
     refused(code, err, first)
     assert tree(tmp_path) == before
 
@@ -468,18 +463,18 @@ def test_the_suite_sees_every_writing_stage():
 
 
 @pytest.mark.parametrize("name, kind", COMMANDS, ids=[n for n, _ in COMMANDS])
-def test_wrong_kind_of_output_path_is_refused_by_every_stage(tmp_path, capsys, name, kind):
+def test_wrong_kind_of_output_path_is_refused_by_every_stage(tmp_path, run_cli, name, kind):
     path, cmd, _ = next(x for x in _all_commands_with_out() if " ".join(x[0]) == name)
     afile, adir = tmp_path / "afile", tmp_path / "adir"
     afile.write_text("keep")
     adir.mkdir()
     before = tree(tmp_path)
     wrong = afile if kind == "dir" else adir
-    code, err = cli(_argv_for(path, cmd, wrong), capsys)
+    code, _, err = run_cli(_argv_for(path, cmd, wrong))
     expected = "is an existing file, expected a folder" if kind == "dir" else "is an existing folder, expected a file"
     refused(code, err, f"--out {wrong}: {expected}")
     below = afile / "sub" / ("x.parquet" if kind == "file" else "x")
-    code, err = cli(_argv_for(path, cmd, below), capsys)
+    code, _, err = run_cli(_argv_for(path, cmd, below))
     refused(code, err, f"--out {below}: cannot be created because {afile} is a file")
     assert tree(tmp_path) == before
 
@@ -497,21 +492,21 @@ def _unwritable(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("name, kind", COMMANDS, ids=[n for n, _ in COMMANDS])
-def test_unwritable_output_folder_is_refused_by_every_stage(tmp_path, capsys, name, kind):
+def test_unwritable_output_folder_is_refused_by_every_stage(tmp_path, run_cli, name, kind):
     path, cmd, _ = next(x for x in _all_commands_with_out() if " ".join(x[0]) == name)
     ro = _unwritable(tmp_path)
     target = ro / "temacli-out" / ("x.parquet" if kind == "file" else "x")
     before = tree(tmp_path)
-    code, err = cli(_argv_for(path, cmd, target), capsys)
+    code, _, err = run_cli(_argv_for(path, cmd, target))
     refused(code, err, f"--out {target}: folder {ro} is not writable")
     assert tree(tmp_path) == before and not target.exists()
 
 
-def test_outputs_honour_the_umask(tmp_path, capsys):
+def test_outputs_honour_the_umask(tmp_path, run_cli):
     log, items = write_log(tmp_path / "raw")
     old = os.umask(0o027)
     try:
-        code, err = cli(split_args(log, items, tmp_path / "data"), capsys)
+        code, _, err = run_cli(split_args(log, items, tmp_path / "data"))
     finally:
         os.umask(old)
     assert code == 0, err
@@ -519,7 +514,7 @@ def test_outputs_honour_the_umask(tmp_path, capsys):
     assert os.stat(d).st_mode & 0o777 == 0o750
     files = [p for p in d.rglob("*") if p.is_file()]
     assert files and {p.name: os.stat(p).st_mode & 0o777 for p in files} == {p.name: 0o640 for p in files}
-    code, err = cli(split_args(log, items, tmp_path / "data2"), capsys)  # the usual 022
+    code, _, err = run_cli(split_args(log, items, tmp_path / "data2"))  # the usual 022
     assert code == 0, err
     assert os.stat(tmp_path / "data2").st_mode & 0o777 == 0o755
     assert {os.stat(p).st_mode & 0o777 for p in (tmp_path / "data2").rglob("*") if p.is_file()} == {0o644}
@@ -527,13 +522,13 @@ def test_outputs_honour_the_umask(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- 5. LLM replies
 @pytest.fixture
-def llm_items(tmp_path, monkeypatch):
+def llm_items(tmp_path, monkeypatch, make_dataset):
     """Tiny items with two domains' tag lists, a dummy key and a cache of the test's own."""
-    from _llm_server import FOOD, KITCHEN, make_items, write_tag_list
+    from _llm_server import FOOD, KITCHEN, write_tag_list
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-KEY-0000000000")
     monkeypatch.setenv("TEMACLI_CACHE_DIR", str(tmp_path / "cache"))
-    items = make_items(tmp_path / "data", FOOD + KITCHEN)
+    items = make_dataset(tmp_path, "data", items=FOOD + KITCHEN) / "items.parquet"
     write_tag_list(tmp_path / "tags" / "food.parquet", "food", ["coffee", "pasta", "tea", "spice"])
     write_tag_list(tmp_path / "tags" / "kitchen.parquet", "kitchen", ["cast iron", "coffee", "kettle"])
     return items, tmp_path / "tags"
@@ -547,7 +542,7 @@ def _match_args(items, tags, url, out) -> list:
 
 
 @pytest.mark.slow  # LiteLLM's first import and call
-def test_llm_replies_numbered_from_0_score_nothing_and_are_never_cached(llm_items, tmp_path, capsys):
+def test_llm_replies_numbered_from_0_score_nothing_and_are_never_cached(llm_items, tmp_path, run_cli):
     import json
 
     from _llm_server import Reply, chat_user, item_ids_and_texts, keyword_scorer, serve, tags_of_prompt
@@ -561,21 +556,21 @@ def test_llm_replies_numbered_from_0_score_nothing_and_are_never_cached(llm_item
 
     out = tmp_path / "o" / "item_tags.parquet"
     with serve(from_zero) as s:
-        code, err = cli(_match_args(items, tags, s.url, out), capsys)
+        code, _, err = run_cli(_match_args(items, tags, s.url, out))
     refused(code, err, "tags match: ")
     assert "items failed (all of them)" in err
     assert not out.exists() and not out.with_name("tag_vocab.parquet").exists()  # no 0-row item tags
     report = json.loads(out.with_name("item_tags.report.json").read_text())
     assert report["rejected_replies"]["shifted_ids"] >= 1
     with serve(lambda b, n: Reply(keyword_scorer(b))) as s2:  # nothing was cached: a good server is asked again
-        code, err = cli(_match_args(items, tags, s2.url, out), capsys)
+        code, _, err = run_cli(_match_args(items, tags, s2.url, out))
         assert code == 0, err
         assert len(s2.requests) >= 1
     assert out.is_file()
 
 
 @pytest.mark.slow  # LiteLLM's first import and call
-def test_tags_match_with_a_dead_server_exits_2_and_writes_no_item_tags(llm_items, tmp_path, capsys):
+def test_tags_match_with_a_dead_server_exits_2_and_writes_no_item_tags(llm_items, tmp_path, run_cli):
     import socket
 
     items, tags = llm_items
@@ -583,25 +578,25 @@ def test_tags_match_with_a_dead_server_exits_2_and_writes_no_item_tags(llm_items
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     out = tmp_path / "o" / "item_tags.parquet"
-    code, err = cli(_match_args(items, tags, f"http://127.0.0.1:{port}/v1", out), capsys)
+    code, _, err = run_cli(_match_args(items, tags, f"http://127.0.0.1:{port}/v1", out))
     refused(code, err, "tags match: 9 of 9 items failed (all of them)")
     assert f"cannot connect to http://127.0.0.1:{port}/v1" in err
     assert not out.exists() and not out.with_name("tag_vocab.parquet").exists()
 
 
-def test_a_prompt_file_that_is_not_utf8_is_refused(llm_items, tmp_path, capsys):
+def test_a_prompt_file_that_is_not_utf8_is_refused(llm_items, tmp_path, run_cli):
     items, tags = llm_items
     prompt = tmp_path / "prompt.txt"
     prompt.write_bytes("Score {items} against {tags} for {domain} \u2013 caf\u00e9".encode("latin-1", "replace") + b"\xff\xfe")
     before = tree(tmp_path)
     out = tmp_path / "o" / "item_tags.parquet"
-    code, err = cli(_match_args(items, tags, "http://127.0.0.1:9/v1", out) + ["--prompt-file", prompt], capsys)
+    code, _, err = run_cli(_match_args(items, tags, "http://127.0.0.1:9/v1", out) + ["--prompt-file", prompt])
     refused(code, err, f"--prompt-file {prompt}: ")
     assert tree(tmp_path) == before
 
 
 # ----------------------------------------------------------------------------- 6. leftovers of a killed write
-def test_a_killed_write_leaves_a_temporary_that_the_next_run_removes(tmp_path, capsys):
+def test_a_killed_write_leaves_a_temporary_that_the_next_run_removes(tmp_path, run_cli):
     log, items = write_log(tmp_path / "raw")
     out = tmp_path / "data"
     code = (
@@ -615,17 +610,18 @@ def test_a_killed_write_leaves_a_temporary_that_the_next_run_removes(tmp_path, c
     assert res.returncode == -signal.SIGKILL
     left = [p.name for p in tmp_path.iterdir() if artifacts.TEMP_MARK in p.name]
     assert len(left) == 1 and left[0].startswith(".data.")
-    code, err = cli(split_args(log, items, out), capsys)
+    code, _, err = run_cli(split_args(log, items, out))
     assert code == 0, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "raw"]
 
 
-def _train_again(dataset, model, capsys, *extra, data=None):
-    return cli(["train", "--data", data or dataset.path, "--out", model, "--device", "cpu", "--dim", 8, "--quiet",
-                *extra], capsys)
+def _train_again(dataset, model, run_cli, *extra, data=None) -> tuple[int, str]:
+    code, _, err = run_cli(["train", "--data", data or dataset.path, "--out", model, "--device", "cpu", "--dim", 8,
+                            "--quiet", *extra])
+    return code, err
 
 
-def test_resume_finds_its_way_after_kills_at_awkward_moments(dataset, trained, tmp_path, capsys, monkeypatch):
+def test_resume_finds_its_way_after_kills_at_awkward_moments(dataset, trained, tmp_path, run_cli, monkeypatch):
     """A kill before the first checkpoint, a torn metrics.jsonl line, a half-written checkpoint, relative paths."""
     import shutil
 
@@ -635,7 +631,7 @@ def test_resume_finds_its_way_after_kills_at_awkward_moments(dataset, trained, t
     shutil.rmtree(m / "checkpoints")
     for name in ("model.safetensors", "metrics.jsonl", "metrics.csv", "manifest.json"):
         (m / name).unlink(missing_ok=True)
-    code, err = _train_again(dataset, m, capsys, "--epochs", 1, "--resume")
+    code, err = _train_again(dataset, m, run_cli, "--epochs", 1, "--resume")
     assert code == 0 and "note:" in err, err
     assert (m / "model.safetensors").is_file() and any((m / "checkpoints").iterdir())
 
@@ -649,7 +645,7 @@ def test_resume_finds_its_way_after_kills_at_awkward_moments(dataset, trained, t
     stale.write_bytes(b"0" * 100_000)
     monkeypatch.chdir(dataset.path.parent)
     rel = os.path.relpath(dataset.path)
-    code, err = _train_again(dataset, os.path.relpath(m), capsys, "--epochs", 2, "--resume", data=rel)
+    code, err = _train_again(dataset, os.path.relpath(m), run_cli, "--epochs", 2, "--resume", data=rel)
     assert code == 0, err
     assert "note:" in err and "metrics.jsonl" in err
     lines = (m / "metrics.jsonl").read_text().splitlines()
@@ -670,7 +666,7 @@ def _dead_pid() -> int:
 
 
 # ----------------------------------------------------------------------------- 7. logs
-def test_blank_ids_are_refused_with_the_first_line(tmp_path, capsys):
+def test_blank_ids_are_refused_with_the_first_line(tmp_path, run_cli):
     log, items = write_log(tmp_path / "raw")
     rows = list(csv.reader(open(log, newline="")))
     rows[5][0] = "  "
@@ -679,12 +675,12 @@ def test_blank_ids_are_refused_with_the_first_line(tmp_path, capsys):
     with open(bad, "w", newline="") as f:
         csv.writer(f).writerows(rows)
     before = tree(tmp_path)
-    code, err = cli(split_args(bad, items, tmp_path / "data"), capsys)
+    code, _, err = run_cli(split_args(bad, items, tmp_path / "data"))
     refused(code, err, f"{bad}: column 'user_id' (--user-col) has 2 missing or blank ids, the first at file line 6")
     assert tree(tmp_path) == before
 
 
-def test_quoted_csv_fields_with_newlines_are_read(tmp_path, capsys):
+def test_quoted_csv_fields_with_newlines_are_read(tmp_path, run_cli):
     import pyarrow.parquet as pq
 
     log, items = write_log(tmp_path / "raw")
@@ -692,14 +688,14 @@ def test_quoted_csv_fields_with_newlines_are_read(tmp_path, capsys):
     rows[2][2] = 'Green tea,\n"loose leaf"'
     with open(items, "w", newline="") as f:
         csv.writer(f).writerows(rows)
-    code, err = cli(split_args(log, items, tmp_path / "data"), capsys)
+    code, _, err = run_cli(split_args(log, items, tmp_path / "data"))
     assert code == 0, err
     titles = pq.read_table(tmp_path / "data" / "items.parquet").column("title").to_pylist()
     assert 'Green tea,\n"loose leaf"' in titles
 
 
 # ----------------------------------------------------------------------------- crashes that are bad input
-def test_out_of_memory_is_one_line_exit_2(dataset, tmp_path, capsys, monkeypatch):
+def test_out_of_memory_is_one_line_exit_2(dataset, tmp_path, run_cli, monkeypatch):
     """An allocation beyond the machine (here: the feature matrix's memory map) is not an internal error."""
     from temacli.features import store
 
@@ -708,6 +704,6 @@ def test_out_of_memory_is_one_line_exit_2(dataset, tmp_path, capsys, monkeypatch
 
     monkeypatch.setattr(store, "check_matrix", too_big)
     before = tree(tmp_path)
-    code, err = cli(train_args(dataset, dataset.path.parent / "features", tmp_path / "model"), capsys)
+    code, _, err = run_cli(train_args(dataset, dataset.path.parent / "features", tmp_path / "model"))
     refused(code, err, "not enough memory: Unable to allocate")
     assert tree(tmp_path) == before
