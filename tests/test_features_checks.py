@@ -11,12 +11,12 @@ from temacli import artifacts
 from temacli.data.dataset import Dataset
 from temacli.errors import TemacliError
 from temacli.features import store
-from test_features_helpers import build_dataset, run_cli
 
 
 @pytest.fixture
-def data(tmp_path):
-    return build_dataset(tmp_path / "data", ["Green tea", "Black tea", "Honey"], ["Chef knife", "Bread knife"])
+def data(tmp_path, make_dataset):
+    return make_dataset(tmp_path, "data", items=[("food", "Green tea"), ("food", "Black tea"), ("food", "Honey"),
+                                                 ("kitchen", "Chef knife"), ("kitchen", "Bread knife")])
 
 
 def write_features(out, ds: Dataset, emb, mask=None, name="text", counts=None):
@@ -149,15 +149,15 @@ def listing(root):
         (["clip", "--random-weights", "--text-column", "title_x"], "--text-column title_x: "),
     ],
 )
-def test_bad_flags_exit_2_before_any_file(data, tmp_path, capsys, args, first):
+def test_bad_flags_exit_2_before_any_file(data, tmp_path, run_cli, args, first):
     before = listing(tmp_path)
-    code, _, err = run_cli(["features", args[0], "--items", data, "--out", tmp_path / "feat", *args[1:]], capsys)
+    code, _, err = run_cli(["features", args[0], "--items", data, "--out", tmp_path / "feat", *args[1:]])
     assert code == 2 and err.startswith(f"error: {first}"), err
     assert len(err.strip().splitlines()) == 1
     assert listing(tmp_path) == before
 
 
-def test_bad_outputs_exit_2_before_any_file(data, tmp_path, capsys):
+def test_bad_outputs_exit_2_before_any_file(data, tmp_path, run_cli):
     afile = tmp_path / "afile"
     afile.write_text("x")
     (tmp_path / "f2").mkdir()
@@ -169,7 +169,7 @@ def test_bad_outputs_exit_2_before_any_file(data, tmp_path, capsys):
             (afile / "sub", f"--out {afile / 'sub'}: cannot be created because {afile} is a file"),
             (tmp_path / "f2", f"--out {tmp_path / 'f2'}: {tmp_path / 'f2' / 'text.npy'} is a folder where the output file"),
         ):
-            code, _, err = run_cli(["features", cmd[0], "--items", data, "--out", out, *cmd[1:]], capsys)
+            code, _, err = run_cli(["features", cmd[0], "--items", data, "--out", out, *cmd[1:]])
             assert code == 2 and err.startswith(f"error: {first}"), err
             # the library call refuses the same way (the CLI's check is not the only one)
             if cmd[0] == "text":

@@ -13,7 +13,7 @@ from temacli.data.dataset import Dataset
 from temacli.errors import TemacliError
 from temacli.features import clip as fclip
 from temacli.features import store
-from test_features_helpers import build_dataset, run_cli, write_images
+from test_features_helpers import build_dataset, write_images, write_items
 
 MODEL = "ViT-S-32-alt"  # 43M parameters, embed dim 256: the smallest ViT config open_clip ships
 
@@ -24,7 +24,7 @@ def small_clip():
 
 
 @pytest.fixture
-def image_dataset(tmp_path):
+def image_dataset(tmp_path, make_dataset):
     img = write_images(tmp_path / "images")
     images = [
         str(img["red_png"]),  # 0 absolute path
@@ -39,7 +39,8 @@ def image_dataset(tmp_path):
     ]
     titles_x = ["Red tea tin", "Noise crackers", "Gray sea salt", "Broken jar"]
     titles_y = ["", "Knife", "Garbage bin", "Web pan", "Rainbow mug"]
-    data = build_dataset(tmp_path / "data", titles_x, titles_y, images=images)
+    rows = [("food", t) for t in titles_x] + [("kitchen", t) for t in titles_y]
+    data = make_dataset(tmp_path, "data", items=[(d, t, None, im) for (d, t), im in zip(rows, images)])
     return data, tmp_path / "images"
 
 
@@ -62,15 +63,13 @@ def direct_text(clip, text):
     return torch.nn.functional.normalize(z, dim=-1)[0].numpy()
 
 
-def test_cli_random_weights_images_texts_and_reports(image_dataset, tmp_path, capsys, small_clip):
+def test_cli_random_weights_images_texts_and_reports(image_dataset, tmp_path, run_cli, small_clip):
     data, images_dir = image_dataset
     out = tmp_path / "features"
     code, stdout, stderr = run_cli(
         ["features", "clip", "--items", data / "items.parquet", "--out", out, "--model", MODEL,
          "--random-weights", "--images-dir", images_dir, "--device", "cpu", "--workers", "0",
-         "--batch-size", "3", "--precision", "float32", "--json"],
-        capsys,
-    )
+         "--batch-size", "3", "--precision", "float32", "--json"])
     assert code == 0, stderr
     summary = json.loads(stdout)
     assert summary["weights_source"] == "random"
@@ -133,7 +132,7 @@ def test_determinism_float16_and_workers(image_dataset, tmp_path, small_clip):
         assert (np.load(tmp_path / "h" / f"has_{name}.npy") == np.load(tmp_path / "a" / f"has_{name}.npy")).all()
 
 
-def test_checkpoint_round_trip_file_and_local_dir(image_dataset, tmp_path, small_clip, capsys):
+def test_checkpoint_round_trip_file_and_local_dir(image_dataset, tmp_path, small_clip, run_cli):
     data, images_dir = image_dataset
     ref = fclip.compute_clip_features(data, tmp_path / "ref", images_dir=images_dir, clip=small_clip, workers=0)
     assert ref["weights_source"] == "random"
@@ -159,9 +158,7 @@ def test_checkpoint_round_trip_file_and_local_dir(image_dataset, tmp_path, small
         out = tmp_path / f"out_{source}_{len(fp) % 7}_{weights[-3:]}"
         code, stdout, stderr = run_cli(
             ["features", "clip", "--items", data, "--out", out, "--model", MODEL, "--pretrained", weights,
-             "--images-dir", images_dir, "--workers", "0", "--device", "cpu", "--precision", "float32", "--json"],
-            capsys,
-        )
+             "--images-dir", images_dir, "--workers", "0", "--device", "cpu", "--precision", "float32", "--json"])
         assert code == 0, stderr
         assert json.loads(stdout)["weights_source"] == source
         for name in ("image.npy", "text.npy"):
@@ -199,48 +196,47 @@ def test_tag_read_from_cache_when_offline(tmp_path, monkeypatch, small_clip):
         np.testing.assert_array_equal(c.model.encode_text(x).numpy(), small_clip.model.encode_text(x).numpy())
 
 
-def test_weights_refusals(tmp_path, monkeypatch, capsys):
+def test_weights_refusals(tmp_path, monkeypatch, run_cli):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setattr(fclip, "_online", lambda *a, **k: False)
-    data = build_dataset(tmp_path / "data", ["Tea"], ["Pan"])
+    data = write_items(tmp_path / "data", ["Tea"], ["Pan"])
     out = tmp_path / "f"
     base = ["features", "clip", "--items", data, "--out", out, "--cache-dir", tmp_path / "empty"]
     t0 = time.time()
-    code, _, err = run_cli(base + ["--model", "ViT-B-32", "--pretrained", "laion2b_s34b_b79k"], capsys)
+    code, _, err = run_cli(base + ["--model", "ViT-B-32", "--pretrained", "laion2b_s34b_b79k"])
     assert code == 2 and "offline" in err and "features text" in err and "--pretrained" in err
     assert time.time() - t0 < 20  # no ~45 s of network retries
-    code, _, err = run_cli(base + ["--model", MODEL, "--pretrained", "no_such_tag"], capsys)
+    code, _, err = run_cli(base + ["--model", MODEL, "--pretrained", "no_such_tag"])
     assert code == 2 and "not a checkpoint file and not an open_clip tag" in err
-    code, _, err = run_cli(base + ["--model", MODEL, "--pretrained", str(tmp_path / "none.safetensors")], capsys)
+    code, _, err = run_cli(base + ["--model", MODEL, "--pretrained", str(tmp_path / "none.safetensors")])
     assert code == 2 and "checkpoint file not found" in err
-    code, _, err = run_cli(base + ["--model", "ViT-Nope-1", "--random-weights"], capsys)
+    code, _, err = run_cli(base + ["--model", "ViT-Nope-1", "--random-weights"])
     assert code == 2 and "not an open_clip model" in err
-    code, _, err = run_cli(base + ["--model", MODEL, "--random-weights", "--pretrained", "x.pt"], capsys)
+    code, _, err = run_cli(base + ["--model", MODEL, "--random-weights", "--pretrained", "x.pt"])
     assert code == 2 and "exclude each other" in err
-    code, _, err = run_cli(base + ["--model", MODEL, "--random-weights", "--dtype", "float64"], capsys)
+    code, _, err = run_cli(base + ["--model", MODEL, "--random-weights", "--dtype", "float64"])
     assert code == 2 and "float16" in err
-    code, _, err = run_cli(base + ["--model", MODEL, "--random-weights", "--images-dir", tmp_path / "nodir"], capsys)
+    code, _, err = run_cli(base + ["--model", MODEL, "--random-weights", "--images-dir", tmp_path / "nodir"])
     assert code == 2 and "--images-dir" in err
     assert not out.exists() or not any(out.glob("*.npy"))
     with pytest.raises(TemacliError, match="no weights given"):
         fclip.load_clip(MODEL, None)  # never a silent fall back to random weights
 
 
-def test_checkpoint_of_another_architecture_is_refused(tmp_path, small_clip, capsys):
-    data = build_dataset(tmp_path / "data", ["Tea"], ["Pan"])
+def test_checkpoint_of_another_architecture_is_refused(tmp_path, small_clip, run_cli):
+    data = write_items(tmp_path / "data", ["Tea"], ["Pan"])
     ckpt = fclip.save_checkpoint(small_clip, tmp_path / "s32.safetensors")
     code, _, err = run_cli(
         ["features", "clip", "--items", data, "--out", tmp_path / "f", "--model", "ViT-M-32-alt",
-         "--pretrained", ckpt], capsys,
-    )
+         "--pretrained", ckpt])
     assert code == 2 and "check that --model matches the checkpoint" in err
 
 
 def test_modality_text_only_without_image_column_and_up_to_date(tmp_path, small_clip):
-    data = build_dataset(tmp_path / "data", ["Tea", ""], ["Pan"], extra={"llm": ["hot drink", "snack", ""]})
+    data = write_items(tmp_path / "data", ["Tea", ""], ["Pan"], extra={"llm": ["hot drink", "snack", ""]})
     out = tmp_path / "f"
     s = fclip.compute_clip_features(data, out, modality="text", text_column="llm", clip=small_clip)
     assert [m["modality"] for m in s["modalities"]] == ["text"]
@@ -275,10 +271,10 @@ def test_interrupted_rewrite_leaves_no_manifest(tmp_path, small_clip, monkeypatc
         store.load_modality(out, "text", Dataset.open(data))
 
 
-def test_help_shows_examples_and_random_flag(capsys):
-    code, out, _ = run_cli(["features", "clip", "--help"], capsys)
+def test_help_shows_examples_and_random_flag(run_cli):
+    code, out, _ = run_cli(["features", "clip", "--help"])
     assert code == 0 and "Example:" in out and "FOR TESTS" in out
-    code, out, _ = run_cli(["features", "text", "--help"], capsys)
+    code, out, _ = run_cli(["features", "text", "--help"])
     assert code == 0 and "Example:" in out
 
 

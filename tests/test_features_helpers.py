@@ -1,4 +1,6 @@
-"""Shared builders for the features tests: a tiny dataset folder, image files, CLI runner."""
+"""Builders the features tests still share: an items table alone, image files, and (for the few tests whose
+item texts ``data split`` would change, or with one item in a domain, that also need a dataset folder) a
+dataset folder around it. Everything else builds datasets with conftest's ``make_dataset``."""
 
 from __future__ import annotations
 
@@ -6,24 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pytest
 
 from temacli import artifacts
-from temacli.cli import main
 from temacli.data.dataset import ITEMS, SPLIT
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    cap = capsys.readouterr()
-    return e.value.code, cap.out, cap.err
-
-
-def build_dataset(folder: Path, titles_x, titles_y, images=None, descriptions=None, extra=None) -> Path:
-    """A dataset folder per temacli/data/dataset.py's contract, with the given item texts.
+def write_items(folder: Path, titles_x, titles_y, images=None, descriptions=None, extra=None) -> Path:
+    """``folder/items.parquet`` alone (the ITEMS contract; no dataset manifest, which the features commands do
+    not need), with the item texts exactly as given. Returns the folder.
 
     ``images``: optional list (one per item) of image paths or None; ``extra``: {column: values}.
     """
@@ -44,6 +38,16 @@ def build_dataset(folder: Path, titles_x, titles_y, images=None, descriptions=No
     for k, v in (extra or {}).items():
         cols[k] = pa.array(v, type=pa.string())
     artifacts.write_table(pa.table(cols), folder / "items.parquet", ITEMS)
+    return folder
+
+
+def build_dataset(folder: Path, titles_x, titles_y, images=None, descriptions=None, extra=None) -> Path:
+    """:func:`write_items` plus random splits, negatives and a ``data split`` manifest, for the tests that need
+    ``Dataset.open`` on items ``make_dataset`` cannot write (one item in a domain, whitespace-only titles,
+    extra columns)."""
+    write_items(folder, titles_x, titles_y, images, descriptions, extra)
+    n_x, n_y = len(titles_x), len(titles_y)
+    n = n_x + n_y
     rng = np.random.default_rng(0)
     rows = {}
     for split in ("train", "valid", "test"):

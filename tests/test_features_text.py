@@ -14,7 +14,7 @@ from temacli.data.dataset import Dataset
 from temacli.errors import TemacliError
 from temacli.features import store
 from temacli.features.text import DIM, encode_texts
-from test_features_helpers import SHARED, build_dataset, run_cli
+from test_features_helpers import SHARED, build_dataset, write_items
 
 
 def real_titles(pattern: str, k: int) -> list[str]:
@@ -98,12 +98,11 @@ def dataset(tmp_path):
                          extra={"augmented": ["hot drink", "tea", "", "", "pan for frying"]})
 
 
-def test_features_text_cli_outputs_and_manifest(dataset, tmp_path, capsys):
+def test_features_text_cli_outputs_and_manifest(dataset, tmp_path, run_cli):
     out = tmp_path / "features"
     code, stdout, stderr = run_cli(
         ["features", "text", "--items", dataset / "items.parquet", "--out", out, "--device", "cpu",
-         "--precision", "float32", "--json"], capsys
-    )
+         "--precision", "float32", "--json"])
     assert code == 0, stderr
     summary = json.loads(stdout)
     assert summary["modalities"][0]["missing"] == 0  # item 1 has a description
@@ -124,11 +123,11 @@ def test_features_text_cli_outputs_and_manifest(dataset, tmp_path, capsys):
     assert json.loads((out / "missing_text.json").read_text())["missing"] == 0
 
 
-def test_features_text_missing_text_float16_and_up_to_date(tmp_path, capsys):
+def test_features_text_missing_text_float16_and_up_to_date(tmp_path, run_cli):
     data = build_dataset(tmp_path / "data", ["Green tea", ""], ["Knife", "  "])
     out = tmp_path / "f"
     args = ["features", "text", "--items", data, "--out", out, "--dtype", "float16", "--json"]
-    code, stdout, stderr = run_cli(args, capsys)
+    code, stdout, stderr = run_cli(args)
     assert code == 0, stderr
     mod = store.load_modality(out, "text", Dataset.open(data))
     assert mod.embeddings.dtype == np.float16
@@ -140,30 +139,30 @@ def test_features_text_missing_text_float16_and_up_to_date(tmp_path, capsys):
     assert report["by_reason"] == {"no_text": 2}
     assert mod.manifest["counts"]["missing"] == 2
     before = (out / "text.npy").stat().st_mtime_ns
-    code, stdout, _ = run_cli(args, capsys)
+    code, stdout, _ = run_cli(args)
     assert code == 0 and json.loads(stdout)["modalities"][0]["up_to_date"] is True
     assert (out / "text.npy").stat().st_mtime_ns == before
-    code, stdout, _ = run_cli(args + ["--force"], capsys)
+    code, stdout, _ = run_cli(args + ["--force"])
     assert code == 0 and "up_to_date" not in json.loads(stdout)["modalities"][0]
 
 
-def test_features_for_another_items_table_are_refused(tmp_path, capsys):
-    a = build_dataset(tmp_path / "a", ["Green tea"], ["Knife"])
+def test_features_for_another_items_table_are_refused(tmp_path, run_cli):
+    a = write_items(tmp_path / "a", ["Green tea"], ["Knife"])
     b = build_dataset(tmp_path / "b", ["Black tea"], ["Knife"])
     out = tmp_path / "f"
-    assert run_cli(["features", "text", "--items", a, "--out", out, "-q"], capsys)[0] == 0
+    assert run_cli(["features", "text", "--items", a, "--out", out, "-q"])[0] == 0
     with pytest.raises(TemacliError, match="items table fingerprint"):
         store.load_modality(out, "text", Dataset.open(b))
 
 
-def test_features_text_bad_input_exits_2(tmp_path, capsys):
+def test_features_text_bad_input_exits_2(tmp_path, run_cli):
     data = build_dataset(tmp_path / "data", ["Green tea"], ["Knife"])
     out = tmp_path / "f"
-    code, _, err = run_cli(["features", "text", "--items", tmp_path / "nope.parquet", "--out", out], capsys)
+    code, _, err = run_cli(["features", "text", "--items", tmp_path / "nope.parquet", "--out", out])
     assert code == 2 and "not found" in err
-    code, _, err = run_cli(["features", "text", "--items", data, "--out", out, "--text-column", "llm"], capsys)
+    code, _, err = run_cli(["features", "text", "--items", data, "--out", out, "--text-column", "llm"])
     assert code == 2 and "--text-column" in err
-    code, _, err = run_cli(["features", "text", "--items", data, "--out", out, "--dtype", "int8"], capsys)
+    code, _, err = run_cli(["features", "text", "--items", data, "--out", out, "--dtype", "int8"])
     assert code == 2 and "float16" in err
     # an items.parquet edited after its dataset folder was written is refused
     import pyarrow.parquet as pq
@@ -171,16 +170,16 @@ def test_features_text_bad_input_exits_2(tmp_path, capsys):
     t = pq.read_table(data / "items.parquet")
     t = t.set_column(t.column_names.index("title"), "title", pa.array(["Black tea", "Knife"]))
     pq.write_table(t, data / "items.parquet")
-    code, _, err = run_cli(["features", "text", "--items", data, "--out", out], capsys)
+    code, _, err = run_cli(["features", "text", "--items", data, "--out", out])
     assert code == 2 and "changed after its dataset folder was written" in err
     assert not (out / "text.npy").exists()
 
 
-def test_text_column_is_appended(tmp_path, capsys):
-    data = build_dataset(tmp_path / "data", ["Tea"], ["Pan"], extra={"augmented": ["hot drink", ""]})
+def test_text_column_is_appended(tmp_path, run_cli):
+    data = write_items(tmp_path / "data", ["Tea"], ["Pan"], extra={"augmented": ["hot drink", ""]})
     out = tmp_path / "f"
     assert run_cli(["features", "text", "--items", data, "--out", out, "--text-column", "augmented", "-q",
-                    "--precision", "float32"], capsys)[0] == 0
+                    "--precision", "float32"])[0] == 0
     e = np.load(out / "text.npy")
     np.testing.assert_allclose(e, encode_texts(["Tea. hot drink", "Pan"], precision="float32"), atol=1e-5)
     assert json.loads((out / "text.npy.manifest.json").read_text())["params"]["text_column"] == "augmented"
