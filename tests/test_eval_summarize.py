@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from _eval_fixtures import DotModel, make_dataset
+from _eval_fixtures import DotModel
+from temacli.data.dataset import Dataset
 from temacli.evaluation.evaluate import evaluate_scorer
 from test_eval_diagnostics import ConstScorer
 
@@ -24,9 +25,9 @@ def _script():
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
+def folder(tmp_path_factory, make_dataset):
     tmp = tmp_path_factory.mktemp("summ")
-    ds = make_dataset(tmp / "d")
+    ds = Dataset.open(make_dataset(tmp / "d", preset="eval"))
     runs = tmp / "runs"
     for name, seeds in (("tema", (1, 2)), ("sasrec", (3,))):
         for s in seeds:

@@ -237,13 +237,12 @@ def test_bf16_capability_check_falls_back_to_fp32_without_amx(monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("amx", [False, True])
-def test_amp_auto_trains_in_the_precision_the_cpu_check_allows(amx, monkeypatch, tmp_path):
+def test_amp_auto_trains_in_the_precision_the_cpu_check_allows(amx, monkeypatch, tmp_path, make_dataset):
     """``--amp auto`` on a CPU: every training step runs in bf16 exactly when the check says so."""
-    from tests._train_fixtures import make_dataset
-
+    from temacli.data.dataset import Dataset
     from temacli.training import loop, step
 
-    ds = make_dataset(tmp_path / "d", n_users=12)
+    ds = Dataset.open(make_dataset(tmp_path / "d", n_users=12))
     monkeypatch.setattr(loop, "cpu_has_bf16_matmul", lambda: amx)
     seen = []
     real_step = step.train_step
