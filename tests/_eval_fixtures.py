@@ -1,15 +1,13 @@
-"""Fixtures for the evaluation and recommend tests: a tiny dataset and a fake trained model.
+"""Fixtures for the evaluation and recommend tests: a fake trained model.
 
-``make_dataset`` writes a small interaction log and runs the library's ``split_dataset`` on it (kept for
-the files that still import it; conftest.py's ``make_dataset(root, preset="eval")`` builds the same folder).
-``DotModel`` implements the model interface (``temacli.model.api.Trained``) with NumPy dot
+Datasets come from conftest.py's ``make_dataset(root, preset="eval")``; really trained models from its
+``trained_runs``. ``DotModel`` implements the model interface (``temacli.model.api.Trained``) with NumPy dot
 products over two modalities (``id``, ``img``) and three branches (``X``, ``Y``, ``X+Y``), so its
 ``explain`` parts add up exactly to its scores.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -17,46 +15,6 @@ import numpy as np
 import pytest
 
 from temacli.data.dataset import Dataset
-from temacli.data.split import SplitOptions, split_dataset
-
-from _train_fixtures import write_items  # noqa: E402  (tests/ is on sys.path for the fixture modules)
-
-
-def write_log(tmp: Path, n_users: int = 30, n_food: int = 25, n_kitchen: int = 30, seed: int = 0,
-              empty_history_user: bool = False) -> tuple[Path, Path]:
-    rng = np.random.default_rng(seed)
-    rows = []
-    for u in range(n_users):
-        t = 1000
-        n = int(rng.integers(10, 16))
-        for j in range(n):
-            if u % 5 == 0:  # food only until the last item: its test history holds one domain
-                dom = "kitchen" if j == n - 1 else "food"
-            elif j < 3:
-                dom = "food"
-            elif j < 6:
-                dom = "kitchen"
-            else:
-                dom = "food" if rng.random() < 0.5 else "kitchen"
-            k = int(rng.integers(0, n_food if dom == "food" else n_kitchen))
-            rows.append((f"U{u:03d}", f"{dom[0]}{k:03d}", dom, t))
-            t += 1
-    log = tmp / "log.csv"
-    with open(log, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(("user_id", "item_id", "domain", "timestamp"))
-        w.writerows(rows)
-    return log, write_items(tmp / "items.csv", n_food, n_kitchen)
-
-
-def make_dataset(tmp: Path, name: str = "data", seed: int = 0, split: str = "loo", eval_users_frac: float = 1.0,
-                 **kw) -> Dataset:
-    tmp.mkdir(parents=True, exist_ok=True)
-    log, items = write_log(tmp, seed=seed, **kw)
-    opts = SplitOptions(domains=("food", "kitchen"), split=split, min_user=5, min_per_domain=1, seed=seed,
-                        eval_users_frac=eval_users_frac)
-    split_dataset(log, items, tmp / name, opts)
-    return Dataset.open(tmp / name)
 
 
 class DotModel:
@@ -148,29 +106,3 @@ def fake_models(monkeypatch):
         return path
 
     return add
-
-
-# ----------------------------------------------------------------------------- really trained models
-_TRAINED: dict = {}
-
-
-def trained_runs(tmp_path_factory) -> dict:
-    """A tiny dataset with features and tags, and a TEMA and a SASRec model trained on it with the
-    library (a few seconds, once per test session). Kept for test_recommend.py; the other files ask for
-    conftest.py's ``trained_runs`` fixture, which trains the same weights."""
-    if "runs" in _TRAINED:
-        return _TRAINED["runs"]
-    from _train_fixtures import make_dataset as make_train_dataset
-    from _train_fixtures import make_features, make_tags
-    from temacli.training.loop import ModelInputs, TrainOptions, train
-
-    tmp = tmp_path_factory.mktemp("trained")
-    ds = make_train_dataset(tmp, pattern=True)
-    feats = make_features(ds, tmp / "features")
-    tags = make_tags(ds, tmp / "tags")
-    opts = dict(epochs=2, batch_size=32, max_len=10, device="cpu", threads=1)
-    train(ds.path, tmp / "tema", TrainOptions(model="tema", **opts),
-          ModelInputs(features=str(feats), tags=str(tags), params={"q": 16}))
-    train(ds.path, tmp / "sasrec", TrainOptions(model="sasrec", **opts), ModelInputs(params={"dim": 16}))
-    _TRAINED["runs"] = {"data": ds, "tema": tmp / "tema", "sasrec": tmp / "sasrec", "tags": tags, "tmp": tmp}
-    return _TRAINED["runs"]

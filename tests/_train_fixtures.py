@@ -1,17 +1,13 @@
 """Tiny inputs for the model and training tests, written through the real library contracts.
 
-* ``make_dataset``: a synthetic interaction log split by ``temacli.data.split.split_dataset``. With
-  ``pattern=True`` every user walks the same deterministic cycle food_i -> kitchen_i -> food_{i+1} ->
-  ..., so the next item is a function of the last one: a model can learn it exactly. Kept for the
-  files that still import it; new tests ask for conftest.py's ``make_dataset`` fixture, which builds
-  the same folders (and, with ``real=True``, a slice of the shared log).
 * ``make_features`` / ``make_tags``: image/text NPY features and an item_tags.parquet with manifests
   tied to a dataset's items fingerprint, as the features and tags stages write them.
+
+Datasets come from conftest.py's ``make_dataset`` fixture.
 """
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -19,54 +15,8 @@ import pyarrow as pa
 
 from temacli import artifacts
 from temacli.data.dataset import Dataset
-from temacli.data.split import SplitOptions, split_dataset
 from temacli.features.store import write_manifest_for
 from temacli.tags.store import ITEM_TAGS, TAG_VOCAB
-
-def write_items(path: Path, n_food: int, n_kitchen: int) -> Path:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(("item_id", "domain", "title"))
-        for k in range(n_food):
-            w.writerow((f"f{k:03d}", "food", f"Food {k}"))
-        for k in range(n_kitchen):
-            w.writerow((f"k{k:03d}", "kitchen", f"Kitchen {k}"))
-    return path
-
-
-def make_dataset(
-    tmp: Path,
-    name: str = "data",
-    n_users: int = 24,
-    n_food: int = 10,
-    n_kitchen: int = 12,
-    length: int = 14,
-    pattern: bool = False,
-    seed: int = 0,
-) -> Dataset:
-    tmp.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    rows = []
-    for u in range(n_users):
-        start = u % n_food
-        for j in range(length):
-            if pattern:  # f_i, k_i, f_{i+1}, k_{i+1}, ...
-                i = start + j // 2
-                dom, k = ("food", i % n_food) if j % 2 == 0 else ("kitchen", i % n_kitchen)
-            else:
-                dom = "food" if (j < 3 or (j >= 6 and rng.random() < 0.5)) else "kitchen"
-                k = int(rng.integers(0, n_food if dom == "food" else n_kitchen))
-            rows.append((f"U{u:03d}", f"{dom[0]}{k:03d}", dom, 1000 + j))
-    log = tmp / f"{name}-log.csv"
-    with open(log, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(("user_id", "item_id", "domain", "timestamp"))
-        w.writerows(rows)
-    items = write_items(tmp / f"{name}-items.csv", n_food, n_kitchen)
-    opts = SplitOptions(domains=("food", "kitchen"), split="loo", min_user=5, min_per_domain=1, seed=seed)
-    split_dataset(log, items, tmp / name, opts)
-    return Dataset.open(tmp / name)
-
 
 def make_features(ds: Dataset, out: Path, dims=(("image", 12), ("text", 8)), seed: int = 0, items_fp: str | None = None) -> Path:
     """Random L2-normalised features per modality, with a few items missing each modality."""

@@ -9,7 +9,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from _llm_server import Reply, chat_user, serve
+from _llm_server import Reply, serve
 from temacli.cli import main
 from temacli.llm.client import LLMSettings
 from temacli.tags.canon import canonical, text_keys

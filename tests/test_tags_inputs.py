@@ -3,7 +3,6 @@ prompt file, flag values refused before any work with their range, a dead server
 
 from __future__ import annotations
 
-import json
 import socket
 
 import numpy as np
