@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from _llm_server import FOOD, KITCHEN, write_tag_list
+from temacli import artifacts
 from temacli.cli import main
 from temacli.errors import TemacliError
 from temacli.tags.match import Selection, match_tags
@@ -70,7 +71,26 @@ def test_zero_row_item_tags_are_refused(tagged):
     _rewrite(path, item=[], tag_index=[], score=[], weight=[])
     with pytest.raises(TemacliError, match="has no rows"):
         load_item_tags(path)
+    # the file was edited after `tags match`: refused by its fingerprint even where empty shards are allowed
+    with pytest.raises(TemacliError, match="changed after `tags match` wrote it"):
+        load_item_tags(path, allow_empty=True)
+    _refingerprint(path)  # as if `tags match` had written the empty shard itself
     assert load_item_tags(path, allow_empty=True).item.size == 0  # `tags merge` reads empty shards
+
+
+def _refingerprint(path):
+    m = artifacts.read_manifest(path)
+    m["outputs"]["item_tags"]["fingerprint"] = artifacts.fingerprint(path)
+    artifacts.write_manifest(path, m)
+
+
+def test_item_tags_edited_after_match_are_refused_even_when_valid(tagged):
+    path = tagged[2]
+    t = pq.read_table(path).to_pydict()
+    t["tag_index"] = t["tag_index"][::-1]  # same rows, other tags: still a valid file, not the one written
+    _rewrite(path, **t)
+    with pytest.raises(TemacliError, match="item tags fingerprint .* does not match.*rerun `temacli tags match`"):
+        load_item_tags(path)
 
 
 def test_prompt_file_not_utf8_is_one_line(tagged, tmp_path, capsys):

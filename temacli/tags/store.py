@@ -130,13 +130,21 @@ def load_item_tags(path: str | Path, dataset=None, allow_empty: bool = False) ->
     if not np.array_equal(np.sort(idx), np.arange(len(idx))):
         raise TemacliError(f"{path.parent / 'tag_vocab.parquet'}: tag_index is not 0..n-1; {TAG_VOCAB.fix}")
     order = np.argsort(idx)
-    vocab = [vocab_t.column("tag").to_pylist()[i] for i in order]
+    names = vocab_t.column("tag").to_pylist()  # once, not once per tag
+    vocab = [names[i] for i in order]
     item = table.column("item").to_numpy().astype(np.int64)
     tag = table.column("tag_index").to_numpy().astype(np.int64)
     weight = table.column("weight").to_numpy().astype(np.float32)
     score = table.column("score").to_numpy().astype(np.float32)
     check_item_tags(path, item, tag, score, weight, len(vocab), manifest.get("params", {}).get("represent"),
                     allow_empty)
+    # rows first (their message says what is wrong), then: an edited but valid file is refused too
+    own_fp = manifest.get("outputs", {}).get("item_tags", {}).get("fingerprint")
+    if own_fp is not None:  # an item_tags.parquet edited after `tags match` wrote it is refused
+        artifacts.check_same(
+            "item tags fingerprint (the file changed after `tags match` wrote it)", own_fp,
+            artifacts.fingerprint(path), str(path), "rerun `temacli tags match` (or `tags merge`) to rebuild it",
+        )
     if dataset is not None:
         from temacli.data.dataset import check_items_fingerprint
 
