@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole TEMA-LLM pipeline on the published LLMCDSR Food-Kitchen split (../shared/data/llmcdsr-food-kitchen):
-# its own train/valid/test split is kept, with its protocol's negatives (999 without replacement, history excluded).
+# its own train/valid/test split is kept, with its protocol's negatives (999 without replacement from the target's domain,
+# only the target excluded, seed 42; `--negatives-exclude-history` gives the older, easier rule).
 # Usage: bash examples/pipeline_llmcdsr.sh [RUN_DIR]      (same environment variables as pipeline_fk.sh)
 # On a 2-core CPU (the recipe of docs/results.md; TEMA-LLM then takes 45 minutes, each baseline about 6):
 #   RECIPE=examples/recipes/cpu.toml TRAIN_ARGS="--time-limit 45" bash examples/pipeline_llmcdsr.sh
