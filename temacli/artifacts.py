@@ -122,7 +122,7 @@ def validate_table(table: pa.Table, contract: Contract, path: str | os.PathLike 
         if arr.type != col.arrow_type:
             try:
                 arr = arr.cast(col.arrow_type)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+            except pa.ArrowException as e:  # invalid values or a cast arrow cannot do
                 raise TemacliError(
                     f"{path}: column '{col.name}' cannot be read as {col.arrow_type} ({e})"
                     f"{_fix_hint(contract)}"

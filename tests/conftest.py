@@ -316,3 +316,16 @@ def trained_runs(tmp_path_factory) -> dict:
           ModelInputs(features=str(feats), tags=str(tags), params={"q": 16}))
     train(ds.path, tmp / "sasrec", TrainOptions(model="sasrec", **opts), ModelInputs(params={"dim": 16}))
     return {"data": ds, "tema": tmp / "tema", "sasrec": tmp / "sasrec", "tags": tags, "tmp": tmp}
+
+
+def unwritable_dir(tmp_path: Path) -> Path:
+    """A folder this process cannot write in: chmod 555 as a user; a read-only mount as root."""
+    if os.geteuid() != 0:
+        d = tmp_path / "ro"
+        d.mkdir()
+        d.chmod(0o555)
+        return d
+    for cand in ("/proc/sys", "/sys"):
+        if os.path.isdir(cand) and not os.access(cand, os.W_OK):
+            return Path(cand)
+    pytest.skip("running as root without a read-only folder")

@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from conftest import unwritable_dir
 from temacli import artifacts
 from temacli.artifacts import Column, Contract
 from temacli.errors import TemacliError
@@ -215,20 +216,6 @@ def test_a_killed_write_leaves_a_temp_that_the_next_write_removes(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.npy"]
 
 
-def _unwritable_dir(tmp_path):
-    """A folder this process cannot write in: chmod 555 as a user; a read-only mount as root."""
-    if os.geteuid() != 0:
-        d = tmp_path / "ro"
-        d.mkdir()
-        d.chmod(0o555)
-        return d
-    for cand in ("/proc/sys", "/sys"):
-        if os.path.isdir(cand) and not os.access(cand, os.W_OK):
-            return Path(cand)
-    pytest.skip("running as root without a read-only folder")
-
-
-from pathlib import Path  # noqa: E402
 
 
 def test_check_output_refuses_what_cannot_be_written(tmp_path):
@@ -247,7 +234,7 @@ def test_check_output_refuses_what_cannot_be_written(tmp_path):
         with pytest.raises(_TE) as e:
             artifacts.check_output(path, kind)
         assert str(e.value).startswith(msg.format(path)) and "\n" not in str(e.value), (path, kind)
-    ro = _unwritable_dir(tmp_path)
+    ro = unwritable_dir(tmp_path)
     for path, kind in ((ro / "x.parquet", "file"), (ro / "new" / "deeper", "dir"), (ro, "dir")):
         with pytest.raises(_TE, match="is not writable"):
             artifacts.check_output(path, kind, flag="--out")

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import unwritable_dir
 from temacli import artifacts
 from temacli.cli import main
 
@@ -479,22 +480,10 @@ def test_wrong_kind_of_output_path_is_refused_by_every_stage(tmp_path, run_cli, 
     assert tree(tmp_path) == before
 
 
-def _unwritable(tmp_path: Path) -> Path:
-    if os.geteuid() != 0:
-        d = tmp_path / "ro"
-        d.mkdir()
-        d.chmod(0o555)
-        return d
-    for cand in ("/proc/sys", "/sys"):
-        if os.path.isdir(cand) and not os.access(cand, os.W_OK):
-            return Path(cand)
-    pytest.skip("root without a read-only folder to write to")
-
-
 @pytest.mark.parametrize("name, kind", COMMANDS, ids=[n for n, _ in COMMANDS])
 def test_unwritable_output_folder_is_refused_by_every_stage(tmp_path, run_cli, name, kind):
     path, cmd, _ = next(x for x in _all_commands_with_out() if " ".join(x[0]) == name)
-    ro = _unwritable(tmp_path)
+    ro = unwritable_dir(tmp_path)
     target = ro / "temacli-out" / ("x.parquet" if kind == "file" else "x")
     before = tree(tmp_path)
     code, _, err = run_cli(_argv_for(path, cmd, target))
