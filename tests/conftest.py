@@ -329,3 +329,23 @@ def unwritable_dir(tmp_path: Path) -> Path:
         if os.path.isdir(cand) and not os.access(cand, os.W_OK):
             return Path(cand)
     pytest.skip("running as root without a read-only folder")
+
+
+def poison_weights_at(monkeypatch, call: int) -> None:
+    """Make ``temacli.training.step.train_step`` fill every weight with NaN just before its ``call``-th
+    step (1-based), so that step's loss is not finite."""
+    import torch
+
+    from temacli.training import step
+
+    real, calls = step.train_step, {"n": 0}
+
+    def poisoned(model, batch, optimizer, **kw):
+        calls["n"] += 1
+        if calls["n"] == call:
+            with torch.no_grad():
+                for p in optimizer.param_groups[0]["params"]:
+                    p.fill_(float("nan"))
+        return real(model, batch, optimizer, **kw)
+
+    monkeypatch.setattr(step, "train_step", poisoned)

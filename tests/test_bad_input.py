@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import unwritable_dir
+from conftest import poison_weights_at, unwritable_dir
 from temacli import artifacts
 from temacli.cli import main
 
@@ -338,20 +338,8 @@ def test_a_non_finite_loss_stops_training_and_is_never_kept_as_best(dataset, tmp
     import torch
     from safetensors.torch import load_file
 
-    from temacli.training import step
-
-    real, calls = step.train_step, {"n": 0}
     n_batches = -(-len(dataset.split("train")) // 8)
-
-    def poisoned(model, batch, optimizer, **kw):  # the weights turn NaN in epoch 2's second batch
-        calls["n"] += 1
-        if calls["n"] == n_batches + 2:
-            with torch.no_grad():
-                for p in optimizer.param_groups[0]["params"]:
-                    p.fill_(float("nan"))
-        return real(model, batch, optimizer, **kw)
-
-    monkeypatch.setattr(step, "train_step", poisoned)
+    poison_weights_at(monkeypatch, n_batches + 2)  # the weights turn NaN in epoch 2's second batch
     m = tmp_path / "model"
     code, _, err = run_cli(["train", "--data", dataset.path, "--out", m, "--device", "cpu", "--dim", 8, "--quiet",
                      "--epochs", 3, "--batch-size", 8])

@@ -15,6 +15,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _train_fixtures import make_features, make_tags  # noqa: E402
 
+from conftest import poison_weights_at
 from temacli import artifacts  # noqa: E402
 from temacli.data.dataset import Dataset  # noqa: E402
 from temacli.errors import TemacliError  # noqa: E402
@@ -165,20 +166,9 @@ def test_non_finite_inputs_and_loss_stop_with_exit_2(world, monkeypatch, tmp_pat
     assert not (tmp_path / "nan-in" / "config.json").exists()
 
     # a loss that turns NaN in epoch 2, batch 2: exit 2 naming both; epoch 1 stays the kept model
-    from temacli.training import step
 
-    real, calls = step.train_step, {"n": 0}
     n_batches = -(-len(ds.split("train")) // 8)
-
-    def poisoned(model, batch, optimizer, **kw):
-        calls["n"] += 1
-        if calls["n"] == n_batches + 2:
-            with torch.no_grad():
-                for p in optimizer.param_groups[0]["params"]:
-                    p.fill_(float("nan"))
-        return real(model, batch, optimizer, **kw)
-
-    monkeypatch.setattr(step, "train_step", poisoned)
+    poison_weights_at(monkeypatch, n_batches + 2)  # the weights turn NaN in epoch 2's second batch
     out = tmp_path / "nan-loss"
     with pytest.raises(TemacliError, match="loss is nan at epoch 2, batch 2"):
         train(ds.path, out, quick(epochs=3), ModelInputs(params=dict(SMALL)))
