@@ -15,7 +15,10 @@
 #              TRAIN_ARGS (extra train flags; they and EPOCHS override the recipe),
 #              ONLY (regex of run names to run, e.g. "tema_s[0-9]+|abl_base_s1"),
 #              TEMACLI (command, default temacli), TIME_LIMIT (minutes per training run: no new epoch
-#              starts after it, the best epoch so far is kept; `train --time-limit`; default none)
+#              starts after it, the best epoch so far is kept; `train --time-limit`; default none),
+#              WEIGHTS (weight files evaluated, default "model.safetensors"; with TRAIN_ARGS="--early-stop hr@10"
+#              e.g. "per-domain model.valid-loss.safetensors": LLMCDSR's selection and the paper's),
+#              EVAL_ARGS (extra eval flags, e.g. "--ks 1,3,5,10")
 set -uo pipefail
 data="$1"; feats="$2"; tags="$3"; out="$4"
 seeds="${SEEDS:-1 2 3}"; epochs="${EPOCHS:-100}"; jobs="${JOBS:-16}"
@@ -57,14 +60,17 @@ export -f train_one; export data out epochs tc extra recipe
 printf '%s\n' "${runs[@]}" | xargs -P "$jobs" -I{} bash -c 'train_one "$@"' _ {}
 
 # every run evaluated once on test, under both protocols
+# (each weight file of WEIGHTS: model.safetensors -> NAME.test.P.json, W -> NAME.W.test.P.json)
+weights="${WEIGHTS:-model.safetensors}"; eval_args="${EVAL_ARGS:-}"
 eval_one() {
-    local name="$1" p="$2"
+    local name="$1" p="$2" w="$3" tag=""
+    [ "$w" = "model.safetensors" ] || tag=".${w%.safetensors}"; tag="${tag#.model.}"; [ -n "$tag" ] && tag=".${tag#.}"
     [ -f "$out/$name/model.safetensors" ] || { echo "no model for $name"; return; }
-    $tc eval --model "$out/$name" --data "$data" --split test --protocol "$p" --json --out "$out/$name.test.$p.json" --force \
-        > /dev/null 2>> "$out/$name.eval.log" || echo "eval failed: $name $p"
+    $tc eval --model "$out/$name" --data "$data" --split test --protocol "$p" --weights "$w" $eval_args --json \
+        --out "$out/$name$tag.test.$p.json" --force > /dev/null 2>> "$out/$name.eval.log" || echo "eval failed: $name $w $p"
 }
-export -f eval_one
-for r in "${runs[@]}"; do for p in sampled full; do echo "${r%%|*} $p"; done; done \
+export -f eval_one; export eval_args
+for r in "${runs[@]}"; do for p in sampled full; do for w in $weights; do echo "${r%%|*} $p $w"; done; done; done \
     | xargs -P "$jobs" -L 1 bash -c 'eval_one "$@"' _
 for p in sampled full; do
     [ -n "${ONLY:-}" ] && break

@@ -85,6 +85,12 @@ def test_overfits_a_learnable_pattern_to_near_perfect_mrr(world):
     best = max(r["valid"]["all"]["MRR"] for r in records(out / "metrics.jsonl"))
     assert best > 0.9, best
     assert summary["best_mean"] is not None and (out / "model.food.safetensors").is_file()
+    # the paper's selection is kept beside the per-domain one: the epoch of the lowest validation loss
+    rows = records(out / "metrics.jsonl")
+    losses = [r["valid_loss"] for r in rows]
+    assert summary["best_loss_epoch"] == rows[losses.index(min(losses))]["epoch"]
+    assert summary["loss_patience_exhausted"] == (len(rows) - summary["best_loss_epoch"] >= 15)
+    assert (out / "model.valid-loss.safetensors").is_file() and (out / "prepared.valid-loss.safetensors").is_file()
     first = records(out / "metrics.jsonl")[0]
     assert first["valid"]["all"]["MRR"] < 0.5  # it learned: it did not start there
 

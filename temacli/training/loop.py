@@ -12,7 +12,10 @@ Early stopping (``--early-stop``, :class:`EarlyStopping`):
   * ``mrr``, ``hr@K``, ``ndcg@K`` (C2DSR's and LLMCDSR's practice): each domain's best validation
     value of the metric is tracked and its weights kept as ``model.<domain>.safetensors``;
     ``model.safetensors`` is the epoch with the best mean over the two domains; stop when neither
-    domain improved for ``patience`` validations.
+    domain improved for ``patience`` validations. The lowest-validation-loss epoch is kept beside them as
+    ``model.valid-loss.safetensors``, so one run also gives the paper's selection (``eval --weights
+    model.valid-loss.safetensors``); ``best.loss_patience_exhausted`` in config.json says whether the loss
+    had stopped improving for ``patience`` validations when the run ended.
 A non-finite value is never an improvement; a non-finite training loss stops the run (exit 2).
 """
 
@@ -43,6 +46,7 @@ SOFTMAXES = ("full", "sampled")
 LOGS = ("none", "tensorboard")
 TAG_WEIGHTS = ("file", "weighted", "multihot", "onehot")
 MAX_K = 1000
+LOSS_WEIGHTS = "model.valid-loss.safetensors"  # the lowest validation loss, kept beside a per-domain selection
 # options whose change makes --resume a different run
 _RESUME_KEYS = ("model", "batch_size", "lr", "weight_decay", "seed", "softmax", "negatives", "train_positions", "max_len", "early_stop")
 # allowed ranges of the numeric options (name shown, low, high); the CLI's --help shows the same
@@ -260,6 +264,7 @@ class EarlyStopping:
     epoch: int = 0  # last epoch finished
     best_epoch: int = 0  # the epoch of model.safetensors
     best_loss: float | None = None
+    best_loss_epoch: int = 0  # the epoch of the lowest validation loss (model.valid-loss.safetensors when per-domain)
     best_mean: float | None = None  # best mean over the domains of ``metric``
     best: dict = field(default_factory=dict)  # domain -> best value of ``metric``
     best_epoch_by_domain: dict = field(default_factory=dict)  # domain -> epoch of model.<domain>.safetensors
@@ -283,9 +288,13 @@ class EarlyStopping:
         if not self.per_domain:
             if _finite(valid_loss) and (self.best_loss is None or valid_loss < self.best_loss):
                 self.best_loss, self.best_epoch = float(valid_loss), epoch
+                self.best_loss_epoch = epoch
                 saves.append(mfolder.DEFAULT_WEIGHTS)
                 improved = True
         else:
+            if _finite(valid_loss) and (self.best_loss is None or valid_loss < self.best_loss):
+                self.best_loss, self.best_loss_epoch = float(valid_loss), epoch
+                saves.append(LOSS_WEIGHTS)
             values = [valid[d][self.metric] for d in self.domains]
             for d, v in zip(self.domains, values):
                 if _finite(v) and (self.best[d] is None or v > self.best[d]):
@@ -314,6 +323,7 @@ class EarlyStopping:
         by_dom = d.get("best_epoch_by_domain", d.get("best_mrr_epoch")) or {}
         return cls(metric=metric, patience=patience, domains=tuple(domains), epoch=int(d.get("epoch", 0)),
                    best_epoch=int(d.get("best_epoch", 0)), best_loss=d.get("best_loss"),
+                   best_loss_epoch=int(d.get("best_loss_epoch", 0)),
                    best_mean=d.get("best_mean", d.get("best_mean_mrr")), best=dict(best),
                    best_epoch_by_domain=dict(by_dom), bad=int(d.get("bad", 0)), stopped=bool(d.get("stopped", False)))
 
@@ -804,6 +814,8 @@ def _finish(out: Path, config: dict, tracker: EarlyStopping, records: dict, n_ro
         "early_stop": config["train"]["early_stop"],
         "selection_metric": tracker.metric,
         "best_valid_loss": tracker.best_loss,
+        "best_loss_epoch": tracker.best_loss_epoch,
+        "loss_patience_exhausted": bool(tracker.best_loss_epoch and tracker.epoch - tracker.best_loss_epoch >= tracker.patience),
         "best_mean": tracker.best_mean,
         "best_by_domain": dict(tracker.best) if tracker.per_domain else None,
         "best_epoch_by_domain": dict(tracker.best_epoch_by_domain) if tracker.per_domain else None,
