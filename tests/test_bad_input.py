@@ -514,7 +514,7 @@ def llm_items(tmp_path, monkeypatch, make_dataset):
 def _match_args(items, tags, url, out) -> list:
     """``tags match --method llm`` against ``url``; ``--json`` keeps stderr to the error line."""
     return ["tags", "match", "--items", items, "--tags", tags, "--method", "llm", "--batch-items", 3,
-            "--model", "openai/scripted", "--api-base", url, "--max-retries", 0, "--timeout", 20, "--json",
+            "--llm", "openai/scripted", "--api-base", url, "--max-retries", 0, "--timeout", 20, "--json",
             "--out", out]
 
 

@@ -20,7 +20,7 @@ MODEL = "ViT-S-32-alt"  # 43M parameters, embed dim 256: the smallest ViT config
 
 @pytest.fixture(scope="module")
 def small_clip():
-    return fclip.load_clip(MODEL, None, random_weights=True, seed=0, precision="float32")
+    return fclip.load_clip(MODEL, None, random_weights=True, seed=42, precision="float32")  # the CLI's --seed
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ def test_cli_random_weights_images_texts_and_reports(image_dataset, tmp_path, ru
     data, images_dir = image_dataset
     out = tmp_path / "features"
     code, stdout, stderr = run_cli(
-        ["features", "clip", "--items", data / "items.parquet", "--out", out, "--model", MODEL,
+        ["features", "clip", "--items", data / "items.parquet", "--out", out, "--clip-model", MODEL,
          "--random-weights", "--images-dir", images_dir, "--device", "cpu", "--workers", "0",
          "--batch-size", "3", "--precision", "float32", "--json"])
     assert code == 0, stderr
@@ -82,7 +82,7 @@ def test_cli_random_weights_images_texts_and_reports(image_dataset, tmp_path, ru
     e = np.asarray(img.embeddings)
     np.testing.assert_allclose(np.linalg.norm(e[img.mask], axis=1), 1, atol=1e-5)
     assert not e[~img.mask].any()
-    # row alignment: row i is item i's own image, same as encoding it alone (same random weights, seed 0)
+    # row alignment: row i is item i's own image, same as encoding it alone (same random weights, the default seed 42)
     for row, name in ((0, "red.png"), (1, "noise.jpg"), (2, "gray.png"), (8, "rgba.png")):
         np.testing.assert_allclose(e[row], direct_image(small_clip, images_dir / name), atol=1e-4)
     report = json.loads((out / "missing_image.json").read_text())
@@ -113,7 +113,7 @@ def test_determinism_float16_and_workers(image_dataset, tmp_path, small_clip):
     for name in ("image.npy", "text.npy", "has_image.npy", "has_text.npy"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     # a fresh model from the same seed gives the same weights, hence the same rows
-    again = fclip.load_clip(MODEL, None, random_weights=True, seed=0)
+    again = fclip.load_clip(MODEL, None, random_weights=True, seed=42)
     assert again.weights_fingerprint == small_clip.weights_fingerprint
     # the default precision (bfloat16 on CPUs with native bf16) stays close to float32
     fclip.compute_clip_features(data, tmp_path / "auto", **{**kw, "clip": again})
@@ -157,7 +157,7 @@ def test_checkpoint_round_trip_file_and_local_dir(image_dataset, tmp_path, small
     ):
         out = tmp_path / f"out_{source}_{len(fp) % 7}_{weights[-3:]}"
         code, stdout, stderr = run_cli(
-            ["features", "clip", "--items", data, "--out", out, "--model", MODEL, "--pretrained", weights,
+            ["features", "clip", "--items", data, "--out", out, "--clip-model", MODEL, "--pretrained", weights,
              "--images-dir", images_dir, "--workers", "0", "--device", "cpu", "--precision", "float32", "--json"])
         assert code == 0, stderr
         assert json.loads(stdout)["weights_source"] == source
@@ -206,20 +206,20 @@ def test_weights_refusals(tmp_path, monkeypatch, run_cli):
     out = tmp_path / "f"
     base = ["features", "clip", "--items", data, "--out", out, "--cache-dir", tmp_path / "empty"]
     t0 = time.time()
-    code, _, err = run_cli(base + ["--model", "ViT-B-32", "--pretrained", "laion2b_s34b_b79k"])
+    code, _, err = run_cli(base + ["--clip-model", "ViT-B-32", "--pretrained", "laion2b_s34b_b79k"])
     assert code == 2 and "offline" in err and "features text" in err and "--pretrained" in err
     assert time.time() - t0 < 20  # no ~45 s of network retries
-    code, _, err = run_cli(base + ["--model", MODEL, "--pretrained", "no_such_tag"])
+    code, _, err = run_cli(base + ["--clip-model", MODEL, "--pretrained", "no_such_tag"])
     assert code == 2 and "not a checkpoint file and not an open_clip tag" in err
-    code, _, err = run_cli(base + ["--model", MODEL, "--pretrained", str(tmp_path / "none.safetensors")])
+    code, _, err = run_cli(base + ["--clip-model", MODEL, "--pretrained", str(tmp_path / "none.safetensors")])
     assert code == 2 and "checkpoint file not found" in err
-    code, _, err = run_cli(base + ["--model", "ViT-Nope-1", "--random-weights"])
+    code, _, err = run_cli(base + ["--clip-model", "ViT-Nope-1", "--random-weights"])
     assert code == 2 and "not an open_clip model" in err
-    code, _, err = run_cli(base + ["--model", MODEL, "--random-weights", "--pretrained", "x.pt"])
+    code, _, err = run_cli(base + ["--clip-model", MODEL, "--random-weights", "--pretrained", "x.pt"])
     assert code == 2 and "exclude each other" in err
-    code, _, err = run_cli(base + ["--model", MODEL, "--random-weights", "--dtype", "float64"])
+    code, _, err = run_cli(base + ["--clip-model", MODEL, "--random-weights", "--dtype", "float64"])
     assert code == 2 and "float16" in err
-    code, _, err = run_cli(base + ["--model", MODEL, "--random-weights", "--images-dir", tmp_path / "nodir"])
+    code, _, err = run_cli(base + ["--clip-model", MODEL, "--random-weights", "--images-dir", tmp_path / "nodir"])
     assert code == 2 and "--images-dir" in err
     assert not out.exists() or not any(out.glob("*.npy"))
     with pytest.raises(TemacliError, match="no weights given"):
@@ -230,7 +230,7 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path, small_clip, run
     data = write_items(tmp_path / "data", ["Tea"], ["Pan"])
     ckpt = fclip.save_checkpoint(small_clip, tmp_path / "s32.safetensors")
     code, _, err = run_cli(
-        ["features", "clip", "--items", data, "--out", tmp_path / "f", "--model", "ViT-M-32-alt",
+        ["features", "clip", "--items", data, "--out", tmp_path / "f", "--clip-model", "ViT-M-32-alt",
          "--pretrained", ckpt])
     assert code == 2 and "check that --model matches the checkpoint" in err
 

@@ -129,7 +129,7 @@ def test_cli_generate_json(tmp_path, capsys, make_dataset):
     with serve(lambda b, n: Reply(_tags(("Cookware", 0.9), ("Bakeware", 0.7)))) as s:
         with pytest.raises(SystemExit) as e:
             main(["tags", "generate", "--domain", "kitchen", "--items", str(items), "--runs", "3",
-                  "--model", "openai/scripted", "--api-base", s.url, "--out", str(tmp_path / "k.parquet"), "--json",
+                  "--llm", "openai/scripted", "--api-base", s.url, "--out", str(tmp_path / "k.parquet"), "--json",
                   "--min-items", "0"])
     assert e.value.code == 0
     res = json.loads(capsys.readouterr().out)

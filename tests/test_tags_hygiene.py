@@ -138,7 +138,7 @@ def test_cli_generate_prints_drop_reasons(tmp_path, capsys, make_dataset):
     with serve(_junk) as s:
         with pytest.raises(SystemExit) as e:
             main(["tags", "generate", "--domain", "arts", "--items", str(items), "--runs", "3", "--min-items", "1",
-                  "--model", "openai/scripted", "--api-base", s.url, "--out", str(tmp_path / "a.parquet")])
+                  "--llm", "openai/scripted", "--api-base", s.url, "--out", str(tmp_path / "a.parquet")])
     assert e.value.code == 0
     err = " ".join(capsys.readouterr().err.split())
     assert "dropped candidates:" in err and "repeated_word 2" in err and "merged near-duplicates: 2" in err

@@ -115,7 +115,7 @@ def test_prompt_file_not_utf8_is_one_line(tagged, tmp_path, capsys):
     (["generate", "--domain", "food", "--runs", "3", "--min-votes", "4"], "--min-votes 4: must be between 1 and 3"),
     (["generate", "--domain", "food", "--max-share", "1.5"], "--max-share 1.5: must be between 0.0 and 1.0"),
     (["generate", "--domain", "food", "--max-words", "0"], "--max-words 0: must be between 1 and 10"),
-    (["generate", "--domain", "food", "--ground", "magic"], "--ground 'magic' is unknown"),
+    (["generate", "--domain", "food", "--ground", "magic"], "'--ground': Value error, 'magic' is not one of"),
     (["generate", "--domain", "food", "--merge-cos", "nan"], "--merge-cos nan: must be a finite number"),
     (["match", "--top-r", "0"], "--top-r must be at least 1"),
     (["match", "--threshold", "101"], "--threshold must be within 1..100"),
@@ -162,7 +162,7 @@ def test_dead_server_is_one_whole_line_naming_the_url(tagged, tmp_path, capsys, 
     s.close()  # nothing listens there
     url = f"http://127.0.0.1:{port}/v1"
     with pytest.raises(SystemExit) as e:
-        main(["tags", "generate", "--domain", "food", "--runs", "1", "--model", "openai/any", "--api-base", url,
+        main(["tags", "generate", "--domain", "food", "--runs", "1", "--llm", "openai/any", "--api-base", url,
               "--max-retries", "0", "--out", str(tmp_path / "g" / "food.parquet")])
     assert e.value.code == 2
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]

@@ -52,7 +52,7 @@ def test_local_default_generate_and_llm_match(tmp_path, capsys, make_dataset):
     # a rerun is answered from the cache
     with pytest.raises(SystemExit):
         main(["tags", "match", "--items", str(items), "--tags", str(tmp_path / "tags"), "--method", "llm",
-              "--batch-items", "2", "--out", str(tmp_path / "out" / "item_tags.parquet"), "--json"])
+              "--batch-items", "2", "--out", str(tmp_path / "out" / "item_tags.parquet"), "--json", "--force"])
     assert json.loads(capsys.readouterr().out)["counts"]["cache_hits"] == 2
 
 

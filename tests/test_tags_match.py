@@ -255,7 +255,7 @@ def test_max_failed_share_and_cli_exit_2_with_report(ds, tmp_path, capsys):
         assert m["counts"]["failed_items"] == 4  # the default refuses only when every item failed
         with pytest.raises(SystemExit) as e:
             main(["tags", "match", "--items", str(items), "--tags", str(tags), "--method", "llm", "--batch-items", "2",
-                  "--model", "openai/scripted", "--api-base", s.url, "--max-failed-share", "0.25",
+                  "--llm", "openai/scripted", "--api-base", s.url, "--max-failed-share", "0.25",
                   "--out", str(tmp_path / "p" / "item_tags.parquet")])
     assert e.value.code == 2
     err = capsys.readouterr().err
@@ -297,7 +297,7 @@ def test_kill_and_resume_gives_identical_output_without_repeated_calls(ds, tmp_p
 
     def cmd(url, out):
         return [sys.executable, "-m", "temacli", "tags", "match", "--items", str(items), "--tags", str(tags),
-                "--method", "llm", "--model", "openai/scripted", "--api-base", url, "--batch-items", "1",
+                "--method", "llm", "--llm", "openai/scripted", "--api-base", url, "--batch-items", "1",
                 "--concurrency", "1", "--out", str(out), "--json"]
 
     out = tmp_path / "run" / "item_tags.parquet"
@@ -336,7 +336,7 @@ def test_ctrl_c_exits_130_and_says_how_to_resume(ds, tmp_path):
 
     with serve(slow) as s:
         p = subprocess.Popen([sys.executable, "-m", "temacli", "tags", "match", "--items", str(items), "--tags",
-                              str(tags), "--method", "llm", "--model", "openai/scripted", "--api-base", s.url,
+                              str(tags), "--method", "llm", "--llm", "openai/scripted", "--api-base", s.url,
                               "--batch-items", "1", "--concurrency", "1", "--out", str(tmp_path / "o.parquet")],
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 120
@@ -385,7 +385,8 @@ def test_keyword_method_and_cli(ds, tmp_path, capsys, make_dataset):
     # a domain without a tag list is one clear error
     (tags / "kitchen.parquet").unlink()
     with pytest.raises(SystemExit) as e:
-        main(["tags", "match", "--items", str(items), "--tags", str(tags), "--method", "keyword", "--out", str(out)])
+        main(["tags", "match", "--items", str(items), "--tags", str(tags), "--method", "keyword", "--out", str(out),
+              "--force"])
     assert e.value.code == 2 and "kitchen" in capsys.readouterr().err
 
 

@@ -51,6 +51,15 @@ Protocol = choices("Protocol", ("sampled", "full"))
 Layout = choices("Layout", ("paper", "llmcdsr"))
 DataFormat = choices("DataFormat", ("log", "llmcdsr", "c2dsr"))
 SplitMode = choices("SplitMode", ("loo", "c2dsr"))
+# tags and features
+MatchMethod = choices("MatchMethod", ("embedding", "llm", "keyword"))
+Select = choices("Select", ("top-r", "threshold", "hybrid"))
+Represent = choices("Represent", ("weighted", "multihot", "onehot"))
+ResponseFormat = choices("ResponseFormat", ("schema", "json", "none"))
+Ground = choices("Ground", ("keyword", "embedding"))
+Modality = choices("Modality", ("both", "image", "text"))
+Dtype = choices("Dtype", ("float32", "float16"))
+Precision = choices("Precision", ("auto", "float32", "bfloat16", "float16"))
 
 
 def value(v: Any) -> Any:
@@ -116,6 +125,26 @@ def _parameter_source():
     return ParameterSource
 
 
+def _click_exceptions():
+    try:
+        from typer._click import exceptions  # type: ignore[import-not-found]
+    except ImportError:  # older typer with the click package
+        from click import exceptions
+    return exceptions
+
+
+def _mentions(r: Renamed, args: list[str]) -> bool:
+    """Whether the command line gives ``r``'s old spelling (``--old``, ``--old=v``, ``-o``, ``-ov``)."""
+    for a in args:
+        if a == "--":
+            return False
+        if a == r.old or a.startswith(r.old + "=") or (r.old[1] != "-" and a.startswith(r.old)):
+            return True
+        if r.short and a.startswith(r.short) and not a.startswith("--"):
+            return True
+    return False
+
+
 def renamed_command(*renames: Renamed, base: Any = None) -> type:
     """A typer command class whose options in ``renames`` keep their old spelling (hidden, with a note)."""
     from typer.core import TyperCommand
@@ -131,7 +160,24 @@ def renamed_command(*renames: Renamed, base: Any = None) -> type:
                     self.params.append(_hidden_option(r, by_name[r.dest]))
 
         def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-            rest = super().parse_args(ctx, args)
+            # a required option may come by its old spelling: then click's own check waits until the value
+            # moved (only then, so that --help still marks the option required)
+            dests = {r.dest for r in renames if _mentions(r, args)}
+            required = [p for p in self.params if p.name in dests and p.required]
+            for p in required:
+                p.required = False
+            try:
+                rest = super().parse_args(ctx, args)
+            finally:
+                for p in required:
+                    p.required = True
+            self._move_renamed(ctx)
+            for p in required:
+                if ctx.params.get(p.name) in (None, ()):
+                    raise _click_exceptions().MissingParameter(ctx=ctx, param=p)
+            return rest
+
+        def _move_renamed(self, ctx: Any) -> None:
             source = _parameter_source()
             for r in renames:
                 old = ctx.params.pop(r.param_name, None)
@@ -145,7 +191,6 @@ def renamed_command(*renames: Renamed, base: Any = None) -> type:
 
                 err(deprecation_note(r.old, new_flag, ctx.command_path.split(" ", 1)[-1]))
                 ctx.params[r.dest] = old
-            return rest
 
     RenamedCommand.__name__ = f"Renamed{base_cls.__name__}"
     return RenamedCommand

