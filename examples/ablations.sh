@@ -7,18 +7,18 @@
 set -euo pipefail
 run="${1:-runs/fk}"
 method="${METHOD:-embedding}"
-llm=(); [ -n "${MODEL:-}" ] && llm+=(--model "$MODEL"); [ -n "${API_BASE:-}" ] && llm+=(--api-base "$API_BASE")
+llm=(); [ -n "${MODEL:-}" ] && llm+=(--llm "$MODEL"); [ -n "${API_BASE:-}" ] && llm+=(--api-base "$API_BASE")
 v="$run/tag_variants"
 # Table IV "Tag Embedding" row: static keyword assignment
-temacli tags match --items "$run/data/items.parquet" --tags "$run/tags/" --method keyword --out "$v/keyword/item_tags.parquet"
+temacli tags match --items "$run/data/items.parquet" --tags "$run/tags/" --method keyword --out "$v/keyword/item_tags.parquet" --force
 # Table IV "LLM Matching" row and Table V (representations come from train --tag-weights)
 temacli tags match --items "$run/data/items.parquet" --tags "$run/tags/" --method "$method" --select hybrid \
-    --out "$v/main/item_tags.parquet" "${llm[@]}"
+    --out "$v/main/item_tags.parquet" --force "${llm[@]}"
 # Table VI: selection strategies (top-R = 5, threshold = 70)
 temacli tags match --items "$run/data/items.parquet" --tags "$run/tags/" --method "$method" --select top-r \
-    --out "$v/topr/item_tags.parquet" "${llm[@]}"
+    --out "$v/topr/item_tags.parquet" --force "${llm[@]}"
 temacli tags match --items "$run/data/items.parquet" --tags "$run/tags/" --method "$method" --select threshold \
-    --out "$v/threshold/item_tags.parquet" "${llm[@]}"
+    --out "$v/threshold/item_tags.parquet" --force "${llm[@]}"
 
 ONLY="${ONLY:-tema_s[0-9]+|abl_.*}" bash "$(dirname "$0")/train_eval_grid.sh" "$run/data" "$run/features" "$v" "$run/ablations"
 python "$(dirname "$0")/summarize_results.py" "$run/ablations" 2>/dev/null || true

@@ -9,7 +9,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 src="${SRC:-../shared/data/llmcdsr-food-kitchen}"
 run="${1:-runs/llmcdsr}"
-llm=(); [ -n "${MODEL:-}" ] && llm+=(--model "$MODEL"); [ -n "${API_BASE:-}" ] && llm+=(--api-base "$API_BASE")
+llm=(); [ -n "${MODEL:-}" ] && llm+=(--llm "$MODEL"); [ -n "${API_BASE:-}" ] && llm+=(--api-base "$API_BASE")
 dev="${DEVICE:-auto}"; seed="${SEED:-1}"
 extra=(--config "${RECIPE:-$here/recipes/paper.toml}"); [ -n "${EPOCHS:-}" ] && extra+=(--epochs "$EPOCHS")
 extra+=(${TRAIN_ARGS:-})
@@ -19,7 +19,7 @@ temacli data stats "$run/data"
 
 temacli tags generate --domain food    --items "$run/data/items.parquet" --runs 5 --out "$run/tags/food.parquet" "${llm[@]}"
 temacli tags generate --domain kitchen --items "$run/data/items.parquet" --runs 5 --out "$run/tags/kitchen.parquet" "${llm[@]}"
-temacli tags match --items "$run/data/items.parquet" --tags "$run/tags/" --out "$run/tags/item_tags.parquet"
+temacli tags match --items "$run/data/items.parquet" --tags "$run/tags/" --out "$run/tags/item_tags.parquet" --force
 temacli features text --items "$run/data/items.parquet" --out "$run/features" --device "$dev"
 
 temacli train --data "$run/data" --features "$run/features" --tags "$run/tags/item_tags.parquet" \

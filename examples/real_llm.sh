@@ -35,18 +35,18 @@ fi
 # 2. Algorithm 1 for each domain
 for domain in food kitchen; do
     temacli tags generate --domain "$domain" --items "$OUT/data/items.parquet" --runs "$RUNS" \
-        --num-tags "$NUM_TAGS" --model "$MODEL" "${base_args[@]}" --concurrency "$CONCURRENCY" \
+        --num-tags "$NUM_TAGS" --llm "$MODEL" "${base_args[@]}" --concurrency "$CONCURRENCY" \
         --out "$OUT/tags/$domain.parquet"
 done
 
 # 3. LLM matching (the paper's), hybrid selection, weighted multi-hot
 temacli tags match --items "$OUT/data/items.parquet" --tags "$OUT/tags/" --method llm \
-    --model "$MODEL" "${base_args[@]}" --concurrency "$CONCURRENCY" --batch-items 8 \
-    --select hybrid --top-r 5 --threshold 70 --out "$OUT/tags/item_tags.parquet"
+    --llm "$MODEL" "${base_args[@]}" --concurrency "$CONCURRENCY" --batch-items 8 \
+    --select hybrid --top-r 5 --threshold 70 --out "$OUT/tags/item_tags.parquet" --force
 
 # 4. Table V/VI variants are one flag away, and free: every reply is in the cache
 temacli tags match --items "$OUT/data/items.parquet" --tags "$OUT/tags/" --method llm \
-    --model "$MODEL" "${base_args[@]}" --select top-r --represent onehot \
-    --out "$OUT/tags-onehot/item_tags.parquet"
+    --llm "$MODEL" "${base_args[@]}" --select top-r --represent onehot \
+    --out "$OUT/tags-onehot/item_tags.parquet" --force
 
 echo "done: $OUT/tags/item_tags.parquet (report: $OUT/tags/item_tags.report.json)"
