@@ -16,11 +16,15 @@ from temacli.cli import _options, app
 
 NOTE = "note: --model is deprecated for train; use --arch"
 
-# the commands this file holds to one vocabulary (tags and features follow when their modules adopt it)
-COMMANDS = ("data split", "train", "eval", "recommend", "plot")
+# the commands this file holds to one vocabulary
+COMMANDS = ("data split", "train", "eval", "recommend", "plot", "tags generate", "tags match", "tags merge",
+            "features clip", "features text")
 READS_DATASET = ("train", "eval", "recommend")
-SHOWS_PROGRESS = ("data split", "train", "eval")
-WRITES = ("data split", "train", "eval", "recommend", "plot")
+SHOWS_PROGRESS = ("data split", "train", "eval", "tags generate", "tags match", "features clip", "features text")
+# an existing output is replaced (or, for features, recomputed) only with --force; `tags generate` (a tag
+# list rewritten from its cached replies) has none yet
+WRITES = ("data split", "train", "eval", "recommend", "plot", "tags match", "tags merge", "features clip",
+          "features text")
 
 
 def _cmd(path: str):
@@ -59,6 +63,17 @@ ENUM_FLAGS = [
     ("plot", "--protocol", ["sampled", "full"]),
     ("data split", "--format", ["log", "llmcdsr", "c2dsr"]),
     ("data split", "--split", ["loo", "c2dsr"]),
+    ("tags generate", "--ground", ["keyword", "embedding"]),
+    ("tags generate", "--response-format", ["schema", "json", "none"]),
+    ("tags match", "--method", ["embedding", "llm", "keyword"]),
+    ("tags match", "--select", ["top-r", "threshold", "hybrid"]),
+    ("tags match", "--represent", ["weighted", "multihot", "onehot"]),
+    ("tags match", "--response-format", ["schema", "json", "none"]),
+    ("features clip", "--modality", ["both", "image", "text"]),
+    ("features clip", "--dtype", ["float32", "float16"]),
+    ("features clip", "--precision", ["auto", "float32", "bfloat16", "float16"]),
+    ("features text", "--dtype", ["float32", "float16"]),
+    ("features text", "--precision", ["auto", "float32", "bfloat16", "float16"]),
 ]
 
 
@@ -73,7 +88,11 @@ def test_choices_are_enums_listed_in_help(path, flag, choices, run_cli, monkeypa
     # a wrong choice is a usage error that names every choice; nothing is written
     args = {"train": ["--data", tmp_path, "--out", tmp_path / "m"],
             "eval": ["--model", tmp_path], "plot": [str(tmp_path), "--out", tmp_path / "p"],
-            "data split": ["--out", tmp_path / "d"]}[path]
+            "data split": ["--out", tmp_path / "d"],
+            "tags generate": ["--domain", "food", "--out", tmp_path / "g.parquet"],
+            "tags match": ["--items", tmp_path / "items.parquet", "--tags", tmp_path, "--out", tmp_path / "t.parquet"],
+            "features clip": ["--items", tmp_path, "--out", tmp_path / "f", "--random-weights"],
+            "features text": ["--items", tmp_path, "--out", tmp_path / "f"]}[path]
     code, _, err = run_cli([*path.split(), *args, flag, "bogus"])
     assert code == 2 and "'bogus' is not one of" in err and flag in err
     assert all(f"'{c}'" in err for c in choices), err
@@ -83,6 +102,11 @@ def test_choices_are_enums_listed_in_help(path, flag, choices, run_cli, monkeypa
 def test_choices_match_the_library():
     """The CLI's enums hold what the library accepts (the library keeps its own checks for Python callers)."""
     from temacli.data.build import SPLIT_MODES
+    from temacli.features import clip, device, store
+    from temacli.llm.client import RESPONSE_FORMATS
+    from temacli.tags.generate import GROUNDINGS
+    from temacli.tags.match import METHODS, SELECTIONS
+    from temacli.tags.represent import REPRESENTATIONS
     from temacli.evaluation.checks import EVAL_SPLITS, PROTOCOLS
     from temacli.evaluation.report import LAYOUTS
     from temacli.model import registry, tema
@@ -102,6 +126,11 @@ def test_choices_match_the_library():
     assert vals(_options.Positions) == set(tema.POSITIONS) and vals(_options.CrossWeights) == set(tema.CROSS_WEIGHTS)
     assert vals(_options.Split) == set(EVAL_SPLITS) and vals(_options.Protocol) == set(PROTOCOLS)
     assert vals(_options.Layout) == set(LAYOUTS) and vals(_options.SplitMode) == set(SPLIT_MODES)
+    assert vals(_options.MatchMethod) == set(METHODS) and vals(_options.Select) == set(SELECTIONS)
+    assert vals(_options.Represent) == set(REPRESENTATIONS) and vals(_options.Ground) == set(GROUNDINGS)
+    assert vals(_options.ResponseFormat) == set(RESPONSE_FORMATS)
+    assert vals(_options.Modality) == set(clip.MODALITY_CHOICES) and vals(_options.Dtype) == set(store.DTYPES)
+    assert vals(_options.Precision) == set(device.PRECISIONS)
 
 
 def test_early_stop_help_lists_its_forms(run_cli, monkeypatch):
@@ -114,11 +143,14 @@ def test_early_stop_help_lists_its_forms(run_cli, monkeypatch):
 def test_d_is_data_wherever_a_dataset_is_read():
     for path in COMMANDS:
         cmd = _cmd(path)
-        short = _opt(cmd, "-d")
+        short = next((p for p in cmd.params if "-d" in getattr(p, "opts", ()) and not p.hidden), None)
         if path in READS_DATASET:
             assert short is not None and "--data" in short.opts, path
         if short is not None:
             assert "--data" in short.opts, f"{path}: -d is {short.opts}"
+    # tags generate's old -d (--domain) is hidden and feeds --domain for this release
+    old = _opt(_cmd("tags generate"), "-d")
+    assert old.hidden and getattr(old, _options.RENAMED_ATTR) == "domain"
 
 
 def test_device_and_seed_defaults():
@@ -131,8 +163,9 @@ def test_device_and_seed_defaults():
         if (p := _opt(cmd, "--seed")) is not None:
             assert p.default == _options.SEED_DEFAULT == 42, path
             seen["--seed"].append(path)
-    assert set(seen["--device"]) == {"train", "eval", "recommend"}
-    assert set(seen["--seed"]) == {"data split", "train"}
+    assert set(seen["--device"]) == {"train", "eval", "recommend", "tags generate", "tags match", "features clip",
+                                     "features text"}
+    assert set(seen["--seed"]) == {"data split", "train", "tags generate", "features clip"}
 
 
 def test_quiet_and_force():
@@ -259,10 +292,120 @@ def test_renamed_mechanism_is_generic(run_cli):
 
 @pytest.mark.parametrize("words,expected", [("temacli train --arch ", ["tema", "sasrec", "gru4rec"]),
                                             ("temacli eval --protocol ", ["sampled", "full"]),
-                                            ("temacli data split --format ", ["log", "llmcdsr", "c2dsr"])])
+                                            ("temacli data split --format ", ["log", "llmcdsr", "c2dsr"]),
+                                            ("temacli tags match --select ", ["top-r", "threshold", "hybrid"]),
+                                            ("temacli features clip --modality ", ["both", "image", "text"])])
 def test_completion_offers_the_choices(words, expected, run_cli, monkeypatch):
     monkeypatch.setenv("_TEMACLI_COMPLETE", "complete_bash")
     monkeypatch.setenv("COMP_WORDS", words)
     monkeypatch.setenv("COMP_CWORD", str(len(words.split())))
     code, out, _ = run_cli([])
     assert code == 0 and out.split() == expected
+
+
+# ----------------------------------------------------------------------------- tags and features
+class _Calls:
+    """Stands in for a library stage: records its keyword arguments, returns what the command prints."""
+
+    def __init__(self, result: dict):
+        self.result, self.kwargs = result, []
+
+    def __call__(self, *args, **kwargs):
+        self.kwargs.append(kwargs | {"args": args})
+        return self.result
+
+
+@pytest.fixture
+def stages(monkeypatch, tmp_path):
+    import temacli.features.clip
+    import temacli.tags.generate
+    import temacli.tags.match
+
+    s = {
+        "generate": _Calls({"path": "g.parquet", "report_path": "g.report.json", "tags": [], "params": {"min_votes": 1},
+                            "counts": dict.fromkeys(("tags_kept", "runs_parsed", "runs", "runs_unparsable",
+                                                     "runs_failed", "llm_calls", "cache_hits"), 0)}),
+        "match": _Calls({"path": "t.parquet", "report_path": "t.report.json",
+                         "counts": dict.fromkeys(("tagged_items", "items", "rows", "tags", "failed_items",
+                                                  "no_text_items", "untagged_items"), 0)}),
+        "merge": _Calls({"path": "t.parquet", "counts": {"rows": 0}}),
+        "clip": _Calls({"modalities": []}),
+    }
+    monkeypatch.setattr(temacli.tags.generate, "generate_tags", s["generate"])
+    monkeypatch.setattr(temacli.tags.match, "match_tags", s["match"])
+    monkeypatch.setattr(temacli.tags.match, "merge_shards", s["merge"])
+    monkeypatch.setattr(temacli.features.clip, "compute_clip_features", s["clip"])
+    return s
+
+
+@pytest.mark.parametrize("argv,old,new,stage,check", [
+    (["tags", "generate", "--domain", "food", "--model", "openai/x"], "--model", "--llm", "generate",
+     lambda kw: kw["settings"].model == "openai/x"),
+    (["tags", "generate", "-d", "food"], "-d", "--domain", "generate", lambda kw: kw["args"] == ("food",)),
+    (["tags", "match", "--items", "ITEMS", "--tags", "TAGS", "--model", "openai/x"], "--model", "--llm", "match",
+     lambda kw: kw["settings"].model == "openai/x"),
+    (["features", "clip", "--items", "ITEMS", "--out", "FEAT", "--model", "ViT-S-32-alt"], "--model", "--clip-model",
+     "clip", lambda kw: kw["model_name"] == "ViT-S-32-alt"),
+])
+def test_tags_and_features_old_spellings_work_with_a_note(argv, old, new, stage, check, stages, run_cli, tmp_path):
+    argv = [str(tmp_path / a) if a in ("ITEMS", "TAGS", "FEAT") else a for a in argv]
+    command = " ".join(argv[:2])
+    code, _, err = run_cli([*argv, "--json", "--out" if stage != "clip" else "--force",
+                            *([str(tmp_path / "o.parquet")] if stage != "clip" else [])])
+    assert code == 0, err
+    assert err.splitlines() == [f"note: {old} is deprecated for {command}; use {new}"]
+    assert len(stages[stage].kwargs) == 1 and check(stages[stage].kwargs[0])
+    # the old spelling is hidden from --help; both spellings at once is a usage error, nothing runs
+    p = next(p for p in _cmd(command).params if old in p.opts)
+    assert p.hidden
+    value = argv[argv.index(old) + 1]
+    code, _, err = run_cli([*argv, new, value])
+    assert code == 2 and f"give {new} only ({old} is its old spelling)" in err
+    assert len(stages[stage].kwargs) == 1
+
+
+def test_tags_new_spellings_defaults_and_plain_values(stages, run_cli, tmp_path):
+    code, _, err = run_cli(["tags", "generate", "--domain", "food", "-m", "openai/y", "--ground", "EMBEDDING",
+                            "--response-format", "json", "--quiet", "--out", tmp_path / "g.parquet"])
+    assert code == 0 and "deprecated" not in err, err
+    kw = stages["generate"].kwargs[0]
+    assert kw["settings"].model == "openai/y" and kw["seed"] == 42 and kw["device"] == "auto"
+    assert type(kw["ground"]) is str and kw["ground"] == "embedding"  # the library gets plain strings
+    assert type(kw["settings"].response_format) is str and kw["settings"].response_format == "json"
+    assert kw["progress"].enabled is False
+    code, _, err = run_cli(["tags", "match", "--items", tmp_path / "items.parquet", "--tags", tmp_path,
+                            "--select", "top-r", "--represent", "onehot", "--method", "keyword", "-q",
+                            "--out", tmp_path / "t.parquet"])
+    assert code == 0, err
+    kw = stages["match"].kwargs[0]
+    assert type(kw["method"]) is str and kw["method"] == "keyword" and kw["device"] == "auto"
+    assert (kw["selection"].select, kw["selection"].represent) == ("top-r", "onehot")
+    assert type(kw["selection"].select) is str and kw["progress"].enabled is False
+    code, _, err = run_cli(["features", "clip", "--items", tmp_path, "--out", tmp_path / "f", "--random-weights",
+                            "--modality", "text", "--dtype", "float16", "--precision", "bfloat16", "--json"])
+    assert code == 0, err
+    kw = stages["clip"].kwargs[0]
+    assert (kw["modality"], kw["dtype"], kw["precision"], kw["seed"]) == ("text", "float16", "bfloat16", 42)
+    assert all(type(kw[k]) is str for k in ("modality", "dtype", "precision"))
+
+
+def test_tags_match_and_merge_refuse_an_existing_output_without_force(stages, run_cli, tmp_path):
+    existing = tmp_path / "item_tags.parquet"
+    existing.write_text("keep")
+    match = ["tags", "match", "--items", tmp_path / "data" / "items.parquet", "--tags", tmp_path, "--method",
+             "keyword"]
+    for argv in ([*match, "--out", existing], ["tags", "merge", tmp_path / "s0.parquet", "--out", existing]):
+        code, _, err = run_cli(argv)
+        assert code == 2 and err.strip() == f"error: {existing} exists; pass --force to replace it, or choose another --out", (argv, err)
+    # the default output (DATASET/../tags/item_tags.parquet) too
+    default = tmp_path / "tags" / "item_tags.parquet"
+    default.parent.mkdir()
+    default.write_text("keep")
+    code, _, err = run_cli(match)
+    assert code == 2 and f"{default} exists; pass --force" in err
+    assert existing.read_text() == "keep" and default.read_text() == "keep"
+    assert not stages["match"].kwargs and not stages["merge"].kwargs  # refused before the library ran
+    # with --force the stage runs
+    assert run_cli([*match, "--out", existing, "--force"])[0] == 0 and len(stages["match"].kwargs) == 1
+    assert run_cli(["tags", "merge", tmp_path / "s0.parquet", "--out", existing, "--force"])[0] == 0
+    assert len(stages["merge"].kwargs) == 1
