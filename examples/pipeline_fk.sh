@@ -18,8 +18,8 @@ extra+=(${TRAIN_ARGS:-})
 temacli data split --interactions "$src/interactions.csv" --items "$src/items.csv" --domains food,kitchen --out "$run/data"
 temacli data stats "$run/data"
 
-temacli tags generate --domain food    --items "$run/data/items.parquet" --runs 5 --out "$run/tags/food.parquet" "${llm[@]}"
-temacli tags generate --domain kitchen --items "$run/data/items.parquet" --runs 5 --out "$run/tags/kitchen.parquet" "${llm[@]}"
+temacli tags generate --domain food    --items "$run/data/items.parquet" --runs 5 --out "$run/tags/food.parquet" --force "${llm[@]}"
+temacli tags generate --domain kitchen --items "$run/data/items.parquet" --runs 5 --out "$run/tags/kitchen.parquet" --force "${llm[@]}"
 # the paper matches with the LLM (--method llm "${llm[@]}"); the offline default is the embedding method
 temacli tags match --items "$run/data/items.parquet" --tags "$run/tags/" --out "$run/tags/item_tags.parquet" --force
 

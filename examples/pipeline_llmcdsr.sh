@@ -17,8 +17,8 @@ extra+=(${TRAIN_ARGS:-})
 temacli data split --format llmcdsr "$src" --out "$run/data"
 temacli data stats "$run/data"
 
-temacli tags generate --domain food    --items "$run/data/items.parquet" --runs 5 --out "$run/tags/food.parquet" "${llm[@]}"
-temacli tags generate --domain kitchen --items "$run/data/items.parquet" --runs 5 --out "$run/tags/kitchen.parquet" "${llm[@]}"
+temacli tags generate --domain food    --items "$run/data/items.parquet" --runs 5 --out "$run/tags/food.parquet" --force "${llm[@]}"
+temacli tags generate --domain kitchen --items "$run/data/items.parquet" --runs 5 --out "$run/tags/kitchen.parquet" --force "${llm[@]}"
 temacli tags match --items "$run/data/items.parquet" --tags "$run/tags/" --out "$run/tags/item_tags.parquet" --force
 temacli features text --items "$run/data/items.parquet" --out "$run/features" --device "$dev"
 

@@ -15,8 +15,8 @@ temacli data split --interactions "$here/sample/interactions.csv" --items "$here
 temacli data stats "$run/data"
 
 # 2. tags: a voted tag list per domain (Algorithm 1), then a 1-100 score per item and tag
-temacli tags generate --domain food --items "$run/data/items.parquet" --runs 3 --out "$run/tags/food.parquet"
-temacli tags generate --domain kitchen --items "$run/data/items.parquet" --runs 3 --out "$run/tags/kitchen.parquet"
+temacli tags generate --domain food --items "$run/data/items.parquet" --runs 3 --out "$run/tags/food.parquet" --force
+temacli tags generate --domain kitchen --items "$run/data/items.parquet" --runs 3 --out "$run/tags/kitchen.parquet" --force
 temacli tags match --items "$run/data/items.parquet" --tags "$run/tags/" --out "$run/tags/item_tags.parquet" --force
 
 # 3. frozen text features (the offline encoder; `features clip` with real CLIP weights where you have them)

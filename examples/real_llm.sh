@@ -36,7 +36,7 @@ fi
 for domain in food kitchen; do
     temacli tags generate --domain "$domain" --items "$OUT/data/items.parquet" --runs "$RUNS" \
         --num-tags "$NUM_TAGS" --llm "$MODEL" "${base_args[@]}" --concurrency "$CONCURRENCY" \
-        --out "$OUT/tags/$domain.parquet"
+        --out "$OUT/tags/$domain.parquet" --force
 done
 
 # 3. LLM matching (the paper's), hybrid selection, weighted multi-hot

@@ -7,6 +7,7 @@ from __future__ import annotations
 import enum
 import re
 import tomllib
+from pathlib import Path
 
 import pytest
 import typer
@@ -21,10 +22,9 @@ COMMANDS = ("data split", "train", "eval", "recommend", "plot", "tags generate",
             "features clip", "features text")
 READS_DATASET = ("train", "eval", "recommend")
 SHOWS_PROGRESS = ("data split", "train", "eval", "tags generate", "tags match", "features clip", "features text")
-# an existing output is replaced (or, for features, recomputed) only with --force; `tags generate` (a tag
-# list rewritten from its cached replies) has none yet
-WRITES = ("data split", "train", "eval", "recommend", "plot", "tags match", "tags merge", "features clip",
-          "features text")
+# an existing output is replaced (or, for features, recomputed) only with --force
+WRITES = ("data split", "train", "eval", "recommend", "plot", "tags generate", "tags match", "tags merge",
+          "features clip", "features text")
 
 
 def _cmd(path: str):
@@ -409,3 +409,24 @@ def test_tags_match_and_merge_refuse_an_existing_output_without_force(stages, ru
     assert run_cli([*match, "--out", existing, "--force"])[0] == 0 and len(stages["match"].kwargs) == 1
     assert run_cli(["tags", "merge", tmp_path / "s0.parquet", "--out", existing, "--force"])[0] == 0
     assert len(stages["merge"].kwargs) == 1
+
+
+def test_tags_generate_refuses_an_existing_output_without_force(stages, run_cli, tmp_path, monkeypatch):
+    existing = tmp_path / "food.parquet"
+    existing.write_text("keep")
+    gen = ["tags", "generate", "--domain", "food"]
+    code, _, err = run_cli([*gen, "--out", existing])
+    assert code == 2 and err.strip() == f"error: {existing} exists; pass --force to replace it, or choose another --out", err
+    # the default output (tags/<domain>.parquet, from the working folder) too
+    monkeypatch.chdir(tmp_path)
+    default = Path("tags") / "food.parquet"
+    default.parent.mkdir()
+    default.write_text("keep")
+    code, _, err = run_cli(gen)
+    assert code == 2 and err.strip() == f"error: {default} exists; pass --force to replace it, or choose another --out", err
+    assert existing.read_text() == "keep" and default.read_text() == "keep"
+    assert not stages["generate"].kwargs  # refused before the library ran
+    # with --force the stage runs, into the file given (the default one: out=None, the library places it)
+    assert run_cli([*gen, "--out", existing, "--force"])[0] == 0
+    assert run_cli([*gen, "--force"])[0] == 0
+    assert [kw["out"] for kw in stages["generate"].kwargs] == [existing, None]

@@ -232,7 +232,7 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path, small_clip, run
     code, _, err = run_cli(
         ["features", "clip", "--items", data, "--out", tmp_path / "f", "--clip-model", "ViT-M-32-alt",
          "--pretrained", ckpt])
-    assert code == 2 and "check that --model matches the checkpoint" in err
+    assert code == 2 and "check that --clip-model matches the checkpoint" in err
 
 
 def test_modality_text_only_without_image_column_and_up_to_date(tmp_path, small_clip):

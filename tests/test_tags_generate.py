@@ -137,3 +137,19 @@ def test_cli_generate_json(tmp_path, capsys, make_dataset):
     with pytest.raises(SystemExit) as e:
         main(["tags", "generate", "--domain", "kitchen", "--runs", "0"])
     assert e.value.code == 2
+    capsys.readouterr()
+    # the list is there now: a rerun into it is refused (nothing written) unless --force replaces it
+    out = tmp_path / "k.parquet"
+    before = out.read_bytes()
+    rerun = ["tags", "generate", "--domain", "kitchen", "--items", str(items), "--runs", "2", "--llm",
+             "openai/scripted", "--out", str(out), "--json", "--min-items", "0"]
+    with serve(lambda b, n: Reply(_tags(("Knives", 0.9)))) as s:
+        with pytest.raises(SystemExit) as e:
+            main([*rerun, "--api-base", s.url])
+        assert e.value.code == 2 and out.read_bytes() == before and s.requests == []
+        assert capsys.readouterr().err.strip() == f"error: {out} exists; pass --force to replace it, or choose another --out"
+        with pytest.raises(SystemExit) as e:
+            main([*rerun, "--api-base", s.url, "--force"])
+    assert e.value.code == 0
+    assert json.loads(capsys.readouterr().out)["counts"]["runs"] == 2
+    assert pq.read_table(out).column("tag").to_pylist() == ["knives"]

@@ -84,17 +84,6 @@ def _refuse_existing(path: Path, force: bool) -> None:
         raise TemacliError(f"{path} exists; pass --force to replace it, or choose another --out")
 
 
-def _item_tags_path(out: Optional[Path], items: Optional[Path] = None) -> Path:
-    """The item_tags.parquet that ``tags match`` / ``tags merge`` write for ``--out`` (as the library resolves
-    it: no --out is DATASET/../tags/item_tags.parquet; a path without .parquet is a folder)."""
-    if out is None:
-        items = Path(items)
-        if items.is_dir():
-            items = items / "items.parquet"
-        out = items.parent.parent / "tags" / "item_tags.parquet"
-    return out if out.suffix == ".parquet" else out / "item_tags.parquet"
-
-
 def _settings(llm, api_base, concurrency, timeout, max_retries, response_format, cache, no_cache, max_tokens):
     from temacli.llm.client import LOCAL_MODEL, LLMSettings
 
@@ -134,7 +123,8 @@ def generate(
     merge_cos: float = typer.Option(0.85, "--merge-cos", help="Merge near-duplicate tags whose offline-encoder cosine is at least this (0-1; 0 = only same-stem merges)."),
     features: Optional[Path] = typer.Option(None, "--features", help="--ground embedding: a `features text` folder whose text.npy is reused."),
     device: str = typer.Option("auto", "--device", help=_DEVICE_HELP.format(what="merging, --ground embedding")),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output Parquet file (default tags/<domain>.parquet)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output Parquet file (default tags/<domain>.parquet); an existing file needs --force."),
+    force: bool = typer.Option(False, "--force", help="Replace the tag list already at --out."),
     quiet: bool = typer.Option(False, *QUIET_DECLS, help=_QUIET_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the result (tags, counts, paths) as JSON."),
     settings=None,  # the LLM options (see llm_options)
@@ -147,6 +137,8 @@ def generate(
     """
     from temacli.tags.generate import generate_tags
 
+    # the library's default --out (temacli.tags.generate.generate_tags)
+    _refuse_existing(out if out is not None else Path("tags") / f"{domain}.parquet", force)
     m = generate_tags(
         domain, out=out, items=items, runs=runs, num_tags=num_tags, sample_titles=sample_titles, seed=seed,
         min_votes=min_votes, prompt_file=prompt_file, settings=settings, progress=_progress(as_json, quiet),
@@ -208,9 +200,9 @@ def match(
 
     Example: temacli tags match --items runs/fk/data/items.parquet --tags runs/fk/tags/ --method llm --llm openai/gpt-4o-mini --concurrency 16 --select hybrid --top-r 5 --threshold 70
     """
-    from temacli.tags.match import Selection, match_tags
+    from temacli.tags.match import Selection, default_item_tags_path, match_tags
 
-    _refuse_existing(_item_tags_path(out, items), force)
+    _refuse_existing(default_item_tags_path(items, out), force)
     sel = Selection(select=value(select), top_r=top_r, threshold=threshold, max_tags=max_tags,
                     represent=value(represent))
     m = match_tags(items, list(tags), out=out, method=value(method), selection=sel, settings=settings,
@@ -243,9 +235,9 @@ def merge(
 
     Example: temacli tags merge runs/fk/tags/shard0/item_tags.parquet runs/fk/tags/shard1/item_tags.parquet --out runs/fk/tags/item_tags.parquet
     """
-    from temacli.tags.match import merge_shards
+    from temacli.tags.match import default_item_tags_path, merge_shards
 
-    _refuse_existing(_item_tags_path(out), force)
+    _refuse_existing(default_item_tags_path(None, out), force)
     m = merge_shards(list(parts), out)
     if as_json:
         print_json({"path": m["path"], "counts": m["counts"]})

@@ -146,7 +146,7 @@ def resolve_weights(model_name: str, pretrained: str, cache_dir: str | None = No
         return "file", str(path), str(path)
     if model_name not in open_clip.list_models():
         raise TemacliError(
-            f"--model {model_name}: not an open_clip model; run `python -c \"import open_clip; "
+            f"--clip-model {model_name}: not an open_clip model; run `python -c \"import open_clip; "
             "print(open_clip.list_models())\"` for the names"
         )
     cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
@@ -210,7 +210,7 @@ def load_clip(
 
     if random_weights:
         if model_name not in open_clip.list_models():
-            raise TemacliError(f"--model {model_name}: not an open_clip model")
+            raise TemacliError(f"--clip-model {model_name}: not an open_clip model")
         source, arg, fp_path = RANDOM, None, None
     else:
         source, arg, fp_path = resolve_weights(model_name, pretrained, cache_dir)
@@ -234,7 +234,7 @@ def load_clip(
     except Exception as e:  # noqa: BLE001 - a checkpoint that does not fit the architecture, ...
         raise TemacliError(
             f"cannot load {model_name} with weights '{pretrained or RANDOM}': {type(e).__name__}: "
-            f"{str(e).splitlines()[0][:300] if str(e) else ''}; check that --model matches the checkpoint"
+            f"{str(e).splitlines()[0][:300] if str(e) else ''}; check that --clip-model matches the checkpoint"
         ) from None
     finally:
         root_logger.setLevel(level)

