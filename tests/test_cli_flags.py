@@ -64,6 +64,7 @@ ENUM_FLAGS = [
     ("data split", "--format", ["log", "llmcdsr", "c2dsr"]),
     ("data split", "--split", ["loo", "c2dsr"]),
     ("tags generate", "--ground", ["keyword", "embedding"]),
+    ("tags generate", "--pick", ["coverage", "votes"]),
     ("tags generate", "--response-format", ["schema", "json", "none"]),
     ("tags match", "--method", ["embedding", "llm", "keyword"]),
     ("tags match", "--select", ["top-r", "threshold", "hybrid"]),
@@ -104,7 +105,7 @@ def test_choices_match_the_library():
     from temacli.data.build import SPLIT_MODES
     from temacli.features import clip, device, store
     from temacli.llm.client import RESPONSE_FORMATS
-    from temacli.tags.generate import GROUNDINGS
+    from temacli.tags.generate import GROUNDINGS, PICKS
     from temacli.tags.match import METHODS, SELECTIONS
     from temacli.tags.represent import REPRESENTATIONS
     from temacli.evaluation.checks import EVAL_SPLITS, PROTOCOLS
@@ -128,6 +129,7 @@ def test_choices_match_the_library():
     assert vals(_options.Layout) == set(LAYOUTS) and vals(_options.SplitMode) == set(SPLIT_MODES)
     assert vals(_options.MatchMethod) == set(METHODS) and vals(_options.Select) == set(SELECTIONS)
     assert vals(_options.Represent) == set(REPRESENTATIONS) and vals(_options.Ground) == set(GROUNDINGS)
+    assert vals(_options.Pick) == set(PICKS)
     assert vals(_options.ResponseFormat) == set(RESPONSE_FORMATS)
     assert vals(_options.Modality) == set(clip.MODALITY_CHOICES) and vals(_options.Dtype) == set(store.DTYPES)
     assert vals(_options.Precision) == set(device.PRECISIONS)

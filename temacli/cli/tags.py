@@ -9,7 +9,7 @@ import typer
 
 from temacli.cli._console import console, info
 from temacli.cli._json import print_json
-from temacli.cli._options import (DEVICE_HELP, QUIET_DECLS, SEED_DEFAULT, Ground, MatchMethod, Renamed, Represent,
+from temacli.cli._options import (DEVICE_HELP, QUIET_DECLS, SEED_DEFAULT, Ground, Pick, MatchMethod, Renamed, Represent,
                                   ResponseFormat, Select, renamed_command, value)
 
 tags_app = typer.Typer(
@@ -113,13 +113,14 @@ def generate(
     min_votes: Optional[int] = typer.Option(None, "--min-votes", help="1 to R: keep only tags proposed by at least this many runs (default 1: the N most voted)."),
     sample_titles: int = typer.Option(20, "--sample-titles", help="Item titles shown per run (0-1000; with --items)."),
     seed: int = typer.Option(SEED_DEFAULT, "--seed", help="Seed of the per-run title samples."),
-    prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="UTF-8 prompt template replacing the built-in one (fields {domain} {num_tags} {examples} {aspects} {max_words} {few_shot_domain} {few_shot}); its echo words in <name>.echo.txt beside it."),
+    prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="UTF-8 prompt template replacing the built-in one (fields {domain} {num_tags} {examples} {aspect} {aspects} {max_words} {few_shot_domain} {few_shot}); its echo words in <name>.echo.txt beside it."),
     literal: bool = typer.Option(False, "--literal", help="The paper's Algorithm 1 as is: the original prompt and a vote of surface forms, no rules, merging or grounding (for ablations)."),
     max_words: int = typer.Option(3, "--max-words", help="Rule: at most this many words per tag (1-10)."),
     min_items: int = typer.Option(3, "--min-items", help="With --items: keep a tag only when it describes at least M items of the domain (0 = off)."),
     max_share: float = typer.Option(0.5, "--max-share", help="With --items: drop tags that describe more than this share (0-1] of the domain's titled items (1 = off)."),
     ground: Ground = typer.Option(Ground.keyword, "--ground", case_sensitive=False, help="How a tag 'describes' an item for --min-items/--max-share: keyword (all its words in the text) or embedding (score > --ground-threshold)."),
     ground_threshold: float = typer.Option(70.0, "--ground-threshold", help="θ (1-100) of --ground embedding."),
+    pick: Pick = typer.Option(Pick.coverage, "--pick", case_sensitive=False, help="With --items: which N grounded tags are kept: coverage (greedy: votes x items no kept tag describes yet) or votes (the N most voted)."),
     merge_cos: float = typer.Option(0.85, "--merge-cos", help="Merge near-duplicate tags whose offline-encoder cosine is at least this (0-1; 0 = only same-stem merges)."),
     features: Optional[Path] = typer.Option(None, "--features", help="--ground embedding: a `features text` folder whose text.npy is reused."),
     device: str = typer.Option("auto", "--device", help=_DEVICE_HELP.format(what="merging, --ground embedding")),
@@ -135,15 +136,14 @@ def generate(
 
     Example: temacli tags generate --domain food --items runs/fk/data/items.parquet --runs 5 --num-tags 40 --llm ollama_chat/qwen2.5:7b --out runs/fk/tags/food.parquet
     """
-    from temacli.tags.generate import generate_tags
+    from temacli.tags.generate import default_tags_path, generate_tags
 
-    # the library's default --out (temacli.tags.generate.generate_tags)
-    _refuse_existing(out if out is not None else Path("tags") / f"{domain}.parquet", force)
+    _refuse_existing(default_tags_path(domain, out), force)
     m = generate_tags(
         domain, out=out, items=items, runs=runs, num_tags=num_tags, sample_titles=sample_titles, seed=seed,
         min_votes=min_votes, prompt_file=prompt_file, settings=settings, progress=_progress(as_json, quiet),
         literal=literal, max_words=max_words, min_items=min_items, max_share=max_share, ground=value(ground),
-        ground_threshold=ground_threshold, merge_cos=merge_cos, features=features, device=device,
+        ground_threshold=ground_threshold, merge_cos=merge_cos, features=features, device=device, pick=value(pick),
     )
     c = m["counts"]
     if as_json:

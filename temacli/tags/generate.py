@@ -4,13 +4,14 @@
     for r in 1..R:   T_d^(r) = LLM(P_domain || d) at T = 0;  Z = Z ∪ {T_d^(r)}     (Eq. 1)
     T_d* = Vote(Z)                                                                    (Eq. 2)
 
-* The prompt (``temacli/llm/prompts/generate.txt``, or ``--prompt-file``) asks for N tags with a
-  relevance score in [0, 1]. Its sha256 is recorded in the manifest.
+* The prompt (``temacli/llm/prompts/generate.txt``, or ``--prompt-file``) asks for N tags of one aspect
+  of the domain (``ASPECTS``, by the domain's kind: genres, product types, materials, ...) with a score
+  in [0, 1]. Its sha256 is recorded in the manifest.
 * Why the R runs differ at T = 0: identical calls would return identical text from a deterministic
   backend (the local model always; many APIs nearly always), and the vote would mean nothing. Run r
   (0-based) therefore sees (a) a different seeded sample of the domain's item titles from ``--items``
   (``numpy.random.default_rng([seed, r])``, ``--sample-titles`` titles, none without ``--items``) and
-  (b) the list of aspects to cover rotated by r. The runs are fixed by ``--seed``: the same command
+  (b) aspect r of the domain's aspect list (the field ``{aspect}``; ``{aspects}`` is the list rotated by r). The runs are fixed by ``--seed``: the same command
   gives the same prompts, hence the same cache keys and the same output.
 * Replies are read with JSON mode / a JSON schema where the backend supports it and a tolerant parser
   otherwise (``temacli.tags.parse``). Runs that cannot be read are recorded in the report and do not
@@ -19,8 +20,9 @@
   rules, with drop reasons; canonical forms from :mod:`temacli.tags.canon`; near-duplicates merged;
   with ``--items``, grounding by ``--min-items``/``--max-share``); votes(t) = the number of parsed runs
   whose list contains t. Tags are ordered by votes, then mean score, then mean position in the runs'
-  lists (models list the most important first), then text, and the first N with votes >=
-  ``--min-votes`` (default 1) that survive grounding are kept. ``--literal`` votes surface forms with
+  lists (models list the most important first), then text; of the candidates with votes >=
+  ``--min-votes`` (default 1) that survive grounding, N are kept: by ``--pick coverage`` (default,
+  :func:`cover_pick`) or the first N (``--pick votes``). ``--literal`` votes surface forms with
   nothing else, as Algorithm 1 does. ``mean_score`` is the mean of the scores the tag got in the runs
   that voted for it.
 """
@@ -72,6 +74,13 @@ DEFAULT_MIN_ITEMS = 3
 DEFAULT_MAX_SHARE = 0.5
 DEFAULT_MAX_WORDS = 3
 GROUNDINGS = ("keyword", "embedding")
+PICKS = ("coverage", "votes")  # --pick: which N of the grounded candidates are kept (see cover_pick)
+DEFAULT_PICK = "coverage"
+
+
+def default_tags_path(domain: str, out: str | Path | None = None) -> Path:
+    """Where ``tags generate`` writes: ``out``, or tags/<domain>.parquet (the CLI checks it before any work)."""
+    return Path(out) if out is not None else Path("tags") / f"{domain.strip()}.parquet"
 
 
 def domain_kind(domain: str) -> str:
@@ -151,7 +160,7 @@ def build_prompts(
         aspects = ", ".join(aspects_of[(r + j) % len(aspects_of)] for j in range(len(aspects_of)))
         out.append(
             prompts.render(template, "generate prompt", domain=domain, num_tags=num_tags, examples=examples,
-                           aspects=aspects, max_words=max_words, few_shot_domain=FEW_SHOT_DOMAIN,
+                           aspects=aspects, aspect=aspects_of[r % len(aspects_of)], max_words=max_words, few_shot_domain=FEW_SHOT_DOMAIN,
                            few_shot=few_shot_json())
         )
     return out
@@ -232,13 +241,16 @@ def generate_tags(
     merge_cos: float = MERGE_COS,
     features: str | Path | None = None,
     device: str = "cpu",
+    pick: str = DEFAULT_PICK,
 ) -> dict:
     """Run Algorithm 1 for ``domain``, with the vocabulary hygiene of :mod:`temacli.tags.hygiene` unless
     ``literal``; write ``out`` (DOMAIN_TAGS), its manifest and a report. Returns the manifest."""
     domain = check_generate_flags(domain, runs, num_tags, sample_titles, min_votes, max_words, min_items,
                                   max_share, ground, ground_threshold, merge_cos)
+    if pick not in PICKS:
+        raise TemacliError(f"--pick '{pick}' is unknown; choose {', '.join(PICKS)}")
     settings = settings or LLMSettings()
-    out = Path(out) if out is not None else Path("tags") / f"{domain}.parquet"
+    out = default_tags_path(domain, out)
     artifacts.check_output(out, "file", "--out")
     if features is not None and (items is None or ground != "embedding"):
         raise TemacliError("--features is used by --ground embedding with --items; pass both, or leave --features out")
@@ -304,7 +316,7 @@ def generate_tags(
             raise TemacliError(f"tags generate {domain}: all {runs} runs failed: {first} (report: {report_path})")
         raise TemacliError(
             f"tags generate {domain}: none of the {runs} runs gave a readable tag list (first problem: "
-            f"{first}; see {report_path}); check --model, or try --response-format json / none"
+            f"{first}; see {report_path}); check --llm, or try --response-format json / none"
         )
     hyg: dict = {}
     ground_info: dict = {}
@@ -314,7 +326,7 @@ def generate_tags(
         kept, need, hyg, ground_info = _hygienic_vote(
             ordered, domain, num_tags, min_votes, echo, max_words, merge_cos, min_items, max_share, ground,
             ground_threshold, items, all_texts, dom_rows if items is not None else None, features, device,
-            uses_few_shot="{few_shot}" in template)
+            uses_few_shot="{few_shot}" in template, pick=pick)
     coverage = None
     if items is not None and kept:
         coverage = _coverage(kept, items, all_texts, dom_rows, ground if not literal else "keyword",
@@ -357,6 +369,7 @@ def generate_tags(
     }
     if not literal:
         params.update(kind=domain_kind(domain), max_words=max_words, merge_cos=merge_cos, echo_words=echo_source,
+                      pick=pick if items is not None else None,
                       grounding=({"ground": ground, "min_items": min_items, "max_share": max_share,
                                   **({"threshold": ground_threshold} if ground == "embedding" else {})}
                                  if items is not None else None))
@@ -447,7 +460,8 @@ def _describer(ground, threshold, items, all_texts, dom_rows, features, device, 
 
 
 def _hygienic_vote(ordered, domain, num_tags, min_votes, echo, max_words, merge_cos, min_items, max_share,
-                   ground, ground_threshold, items, all_texts, dom_rows, features, device, uses_few_shot=False):
+                   ground, ground_threshold, items, all_texts, dom_rows, features, device, uses_few_shot=False,
+                   pick="coverage"):
     """Rules, canonical vote, near-duplicate merge, grounding; the kept rows and the report's parts."""
     from temacli.tags.canon import canonical as canon
 
@@ -471,10 +485,12 @@ def _hygienic_vote(ordered, domain, num_tags, min_votes, echo, max_words, merge_
     if items is not None:
         titled, describes = _describer(ground, ground_threshold, items, all_texts, dom_rows, features, device, info)
         n_titled = max(len(titled), 1)
+    eligible: list[tuple[dict, np.ndarray | None]] = []  # grounded candidates in rank order, with their items
     for c in ranked:
         row = c.row()
         if row["votes"] < need:
             continue
+        hit = None
         if items is not None:
             hit = describes(c.members, row["tag"])
             n_hit = int(hit.sum())
@@ -485,12 +501,20 @@ def _hygienic_vote(ordered, domain, num_tags, min_votes, echo, max_words, merge_
                 dropped.append({"run": None, "tag": row["tag"], "reason": why, "items": n_hit,
                                 "share": round(share, 4)})
                 continue
-        kept.append(row)
-        if len(kept) >= num_tags:
+        eligible.append((row, hit))
+        if (pick == "votes" or items is None) and len(eligible) >= num_tags:
             break
+    if pick == "coverage" and items is not None:
+        chosen, gains = cover_pick([r["votes"] for r, _ in eligible], [h for _, h in eligible], num_tags)
+    else:
+        chosen, gains = list(range(min(num_tags, len(eligible)))), None
+    kept = [eligible[i][0] for i in chosen]
+    not_picked = [eligible[i][0]["tag"] for i in range(len(eligible)) if i not in set(chosen)]
     dropped_counts = {r: sum(d["reason"] == r for d in dropped) for r in REASONS}
     hyg = {"dropped": dropped, "dropped_counts": dropped_counts, "merges": merges,
-           "canonical_candidates": len(cands), "grounding": grounding,
+           "canonical_candidates": len(cands), "grounding": grounding, "pick": pick,
+           "not_picked": not_picked if pick == "coverage" and items is not None else [],
+           **({"new_items": {eligible[i][0]["tag"]: g for i, g in zip(chosen, gains)}} if gains else {}),
            **({"encoder": info["encoder"]} if "encoder" in info else {})}
     for k in kept:
         k["members"] = None
@@ -501,6 +525,34 @@ def _hygienic_vote(ordered, domain, num_tags, min_votes, echo, max_words, merge_
     hyg["kept_forms"] = {k["tag"]: k.pop("members") for k in kept}
     info_keep = {k: v for k, v in info.items() if k in ("features_record", "item_keys", "item_vec", "encoder")}
     return kept, need, hyg, info_keep
+
+
+def cover_pick(votes: list[int], hits: list[np.ndarray], num_tags: int) -> tuple[list[int], list[int]]:
+    """``--pick coverage``: which of the grounded candidates (in rank order) to keep, and the items each adds.
+
+    Greedy weighted cover: repeatedly keep the candidate whose votes times the number of titled items it
+    describes that no kept tag describes yet is largest (ties: the better ranked), until ``num_tags`` are
+    kept or no candidate adds an item; the remaining places go to the best ranked of the rest (gain 0).
+    Returns the kept positions in rank order and, for each, the items it added when it was kept.
+    """
+    n = len(votes)
+    if n == 0:
+        return [], []
+    covered = np.zeros(len(hits[0]), dtype=bool)
+    gain_of: dict[int, int] = {}
+    rest = list(range(n))
+    while len(gain_of) < num_tags and rest:
+        gains = [int((hits[i] & ~covered).sum()) for i in rest]
+        best = max(range(len(rest)), key=lambda j: (gains[j] * votes[rest[j]], -rest[j]))
+        if gains[best] == 0:
+            break
+        i = rest.pop(best)
+        gain_of[i] = gains[best]
+        covered |= hits[i]
+    for i in rest[: num_tags - len(gain_of)]:
+        gain_of[i] = 0
+    order = sorted(gain_of)
+    return order, [gain_of[i] for i in order]
 
 
 def _coverage(kept, items, all_texts, dom_rows, ground, threshold, features, device, info) -> dict:
