@@ -1,9 +1,11 @@
 """Summarise a folder of `temacli eval --json --out` results into the Markdown tables of docs/results.md.
 
-Usage: python examples/summarize_results.py docs/results/fk-h100 [--layout paper|llmcdsr]
+Usage: python examples/summarize_results.py docs/results/fk-h100 [--layout paper|llmcdsr] [--weights W]
 The folder holds one sub-folder per run (NAME_sSEED) with test.sampled.json and test.full.json, or the
 layout examples/train_eval_grid.sh writes (NAME_sSEED/ and NAME_sSEED.test.sampled.json beside it).
 Models are grouped by NAME; each cell is the mean ± sample standard deviation over seeds (in %).
+``--weights W`` reads the results of one selection of each run (train_eval_grid.sh's WEIGHTS): the files
+test.W.P.json in the run folder, or NAME_sSEED.W.test.P.json beside it (W = per-domain, valid-loss, ...).
 
 ``--layout llmcdsr`` prints LLMCDSR's columns (NDCG@k and HR@k for k in 1, 3, 5, 10), which the results
 hold when they were evaluated with ``temacli eval --ks 1,3,5,10`` (or ``--layout llmcdsr``). Runs whose
@@ -23,15 +25,16 @@ METRICS = ("MRR", "NDCG@5", "NDCG@10")
 LLMCDSR_METRICS = tuple(f"NDCG@{k}" for k in (1, 3, 5, 10)) + tuple(f"HR@{k}" for k in (1, 3, 5, 10))
 
 
-def load(folder: Path) -> dict:
+def load(folder: Path, weights: str = "") -> dict:
     runs: dict = defaultdict(lambda: defaultdict(list))
+    w = f"{weights}." if weights else ""
     for d in sorted(p for p in folder.iterdir() if p.is_dir()):
         m = re.match(r"(.+)_s(\d+)$", d.name)
         name = m.group(1) if m else d.name
         for proto in ("sampled", "full"):
-            f = d / f"test.{proto}.json"  # docs/results layout, or train_eval_grid.sh's NAME.test.P.json
+            f = d / f"test.{w}{proto}.json"  # docs/results layout, or train_eval_grid.sh's NAME.test.P.json
             if not f.is_file():
-                f = d.parent / f"{d.name}.test.{proto}.json"
+                f = d.parent / f"{d.name}.{w}test.{proto}.json"
             if f.is_file():
                 runs[name][proto].append(json.loads(f.read_text()))
     return runs
@@ -81,9 +84,10 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("folder", type=Path)
     ap.add_argument("--layout", choices=("paper", "llmcdsr"), default="paper")
+    ap.add_argument("--weights", default="", help="one selection of each run: per-domain, valid-loss, ... (default: model.safetensors)")
     args = ap.parse_args(argv)
     metrics = LLMCDSR_METRICS if args.layout == "llmcdsr" else METRICS
-    runs = load(args.folder)
+    runs = load(args.folder, args.weights)
     main_models = [n for n in ("tema", "sasrec", "gru4rec") if n in runs]
     abl = [n for n in runs if n.startswith("abl_")] + (["tema"] if "tema" in runs else [])
     for proto in ("sampled", "full"):

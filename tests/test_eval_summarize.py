@@ -67,3 +67,18 @@ def test_paper_layout_and_missing_cutoffs(folder, capsys, tmp_path):
     (d / "test.sampled.json").write_text(json.dumps(r))
     with pytest.raises(SystemExit, match="no HR@3; evaluate them with `temacli eval --ks 1,3,5,10`"):
         _script().main([str(tmp_path), "--layout", "llmcdsr"])
+
+
+def test_weights_reads_one_selection_beside_or_inside_the_run(folder, capsys, tmp_path):
+    """--weights W: NAME_sS.W.test.P.json beside the run folder (train_eval_grid.sh) or test.W.P.json in it."""
+    r1 = json.loads((folder / "tema_s1" / "test.sampled.json").read_text())
+    r2 = json.loads((folder / "tema_s2" / "test.sampled.json").read_text())
+    for s in (1, 2):
+        (tmp_path / f"tema_s{s}").mkdir()
+    (tmp_path / "tema_s1.per-domain.test.sampled.json").write_text(json.dumps(r1))  # grid layout
+    (tmp_path / "tema_s2" / "test.per-domain.sampled.json").write_text(json.dumps(r2))  # docs layout
+    (tmp_path / "tema_s1" / "test.sampled.json").write_text(json.dumps(r2))  # another selection: not read
+    _script().main([str(tmp_path), "--weights", "per-domain"])
+    tema = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| tema |"))
+    vals = [r["metrics"]["food"]["MRR"] for r in (r1, r2)]
+    assert tema.startswith("| tema | 2 |") and f"{100 * statistics.mean(vals):.2f} ±" in tema
