@@ -37,3 +37,16 @@ def test_each_run_asks_for_one_aspect_of_the_domain_kind():
     food = build_prompts("food", 6, 20, [], 0, 0, "{aspect}")
     assert food[0] == food[5] == "product types" and food[1] == "ingredients"
     assert build_prompts("kitchen", 2, 20, [], 0, 0, "{aspect}")[1] == "materials"
+
+
+def test_media_domains_get_the_narrow_question_prompt():
+    from temacli.llm import prompts
+    from temacli.tags.generate import template_name
+
+    assert template_name("movie") == "generate_media" and template_name("Books") == "generate_media"
+    assert template_name("food") == template_name("kitchen") == "generate"
+    assert template_name("movie", literal=True) == "generate_literal"
+    media = build_prompts("movie", 2, 20, [], 0, 0, prompts.load("generate_media"))
+    assert "Which genres do movie items have?" in media[0] and "Which themes do movie items have?" in media[1]
+    food = build_prompts("food", 1, 20, [], 0, 0, prompts.load("generate"))[0]
+    assert "product types, ingredients, flavours, diets, uses and occasions" in food

@@ -4,9 +4,10 @@
     for r in 1..R:   T_d^(r) = LLM(P_domain || d) at T = 0;  Z = Z ∪ {T_d^(r)}     (Eq. 1)
     T_d* = Vote(Z)                                                                    (Eq. 2)
 
-* The prompt (``temacli/llm/prompts/generate.txt``, or ``--prompt-file``) asks for N tags of one aspect
-  of the domain (``ASPECTS``, by the domain's kind: genres, product types, materials, ...) with a score
-  in [0, 1]. Its sha256 is recorded in the manifest.
+* The prompt (``temacli/llm/prompts/generate.txt``, ``generate_media.txt`` for media domains, see
+  :func:`template_name`, or ``--prompt-file``) asks for N tags covering the domain's aspects (``ASPECTS``,
+  by the domain's kind: genres, product types, materials, ...; a media prompt asks for one aspect per
+  run) with a score in [0, 1]. Its sha256 is recorded in the manifest.
 * Why the R runs differ at T = 0: identical calls would return identical text from a deterministic
   backend (the local model always; many APIs nearly always), and the vote would mean nothing. Run r
   (0-based) therefore sees (a) a different seeded sample of the domain's item titles from ``--items``
@@ -81,6 +82,17 @@ DEFAULT_PICK = "coverage"
 def default_tags_path(domain: str, out: str | Path | None = None) -> Path:
     """Where ``tags generate`` writes: ``out``, or tags/<domain>.parquet (the CLI checks it before any work)."""
     return Path(out) if out is not None else Path("tags") / f"{domain.strip()}.parquet"
+
+
+def template_name(domain: str, literal: bool = False) -> str:
+    """The built-in prompt for ``domain``: generate_media (one narrow question per run: "Which genres do
+    movie items have?") for media domains, generate (the domain's aspects, rotated by run) for the others,
+    generate_literal with ``--literal``. Measured with SmolLM2-135M (docs/tags.md): the narrow question
+    gave movie genres where the aspect list gave "world, scenes, artists"; on product domains it gave
+    fewer grounded tags (amazon-food-kitchen food: 8 tags covering 4% of the items, against 20 and 19%)."""
+    if literal:
+        return "generate_literal"
+    return "generate_media" if domain_kind(domain) == "media" else "generate"
 
 
 def domain_kind(domain: str) -> str:
@@ -254,7 +266,7 @@ def generate_tags(
     artifacts.check_output(out, "file", "--out")
     if features is not None and (items is None or ground != "embedding"):
         raise TemacliError("--features is used by --ground embedding with --items; pass both, or leave --features out")
-    template = prompts.load("generate_literal" if literal else "generate", prompt_file)
+    template = prompts.load(template_name(domain, literal), prompt_file)
     system = prompts.load("system")
     echo, echo_source = (set(), None) if literal else load_echo_words(prompt_file)
     titles: list[str] = []
