@@ -72,7 +72,7 @@ def test_early_stop_hr10_keeps_each_domains_best_validation_epoch(world):
     means = [np.mean([r["valid"][d]["HR@10"] for d in ds.domains]) for r in lines]
     assert summary["best_epoch"] == 1 + int(np.argmax(means))
     assert sorted(p.name for p in out.glob("model*.safetensors")) == sorted(
-        ["model.safetensors"] + [f"model.{d}.safetensors" for d in ds.domains])
+        ["model.safetensors", "model.valid-loss.safetensors"] + [f"model.{d}.safetensors" for d in ds.domains])
 
 
 def test_early_stop_values_and_tracker():
@@ -87,10 +87,13 @@ def test_early_stop_values_and_tracker():
     t.update(4, 3.5, {})
     assert t.stopped and t.best_loss == 3.0
     h = EarlyStopping("HR@10", patience=3, domains=("a", "b"))
-    assert h.update(1, 1.0, {"a": {"HR@10": 0.2}, "b": {"HR@10": float("nan")}})[1] == ["model.a.safetensors",
-                                                                                      "model.safetensors"]
+    assert h.update(1, 1.0, {"a": {"HR@10": 0.2}, "b": {"HR@10": float("nan")}})[1] == [
+        "model.valid-loss.safetensors", "model.a.safetensors", "model.safetensors"]
+    # the validation loss did not fall: only the domain that improved is saved
     assert h.update(2, 1.0, {"a": {"HR@10": 0.1}, "b": {"HR@10": 0.3}})[1] == ["model.b.safetensors"]
-    assert h.best_epoch_by_domain == {"a": 1, "b": 2}
+    assert h.best_epoch_by_domain == {"a": 1, "b": 2} and h.best_loss_epoch == 1
+    assert h.update(3, 0.5, {"a": {"HR@10": 0.1}, "b": {"HR@10": 0.3}}) == (False, ["model.valid-loss.safetensors"])
+    assert h.best_loss_epoch == 3 and h.bad == 1  # a lower loss alone does not reset the per-domain patience
     back = EarlyStopping.from_dict(h.to_dict(), "HR@10", 3, ("a", "b"))
     assert back == h
     old = {"epoch": 4, "best_epoch": 3, "best_loss": None, "best_mean_mrr": 0.4, "best_mrr": {"a": 0.5, "b": 0.3},
