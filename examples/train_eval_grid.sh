@@ -63,8 +63,8 @@ printf '%s\n' "${runs[@]}" | xargs -P "$jobs" -I{} bash -c 'train_one "$@"' _ {}
 # (each weight file of WEIGHTS: model.safetensors -> NAME.test.P.json, W -> NAME.W.test.P.json)
 weights="${WEIGHTS:-model.safetensors}"; eval_args="${EVAL_ARGS:-}"
 eval_one() {
-    local name="$1" p="$2" w="$3" tag=""
-    [ "$w" = "model.safetensors" ] || tag=".${w%.safetensors}"; tag="${tag#.model.}"; [ -n "$tag" ] && tag=".${tag#.}"
+    local name="$1" p="$2" w="$3" tag=""   # per-domain -> .per-domain, model.X.safetensors -> .X
+    if [ "$w" != "model.safetensors" ]; then tag="${w%.safetensors}"; tag=".${tag#model.}"; fi
     [ -f "$out/$name/model.safetensors" ] || { echo "no model for $name"; return; }
     $tc eval --model "$out/$name" --data "$data" --split test --protocol "$p" --weights "$w" $eval_args --json \
         --out "$out/$name$tag.test.$p.json" --force > /dev/null 2>> "$out/$name.eval.log" || echo "eval failed: $name $w $p"

@@ -521,7 +521,8 @@ def _hygienic_vote(ordered, domain, num_tags, min_votes, echo, max_words, merge_
     else:
         chosen, gains = list(range(min(num_tags, len(eligible)))), None
     kept = [eligible[i][0] for i in chosen]
-    not_picked = [eligible[i][0]["tag"] for i in range(len(eligible)) if i not in set(chosen)]
+    picked = set(chosen)
+    not_picked = [row["tag"] for i, (row, _) in enumerate(eligible) if i not in picked]
     dropped_counts = {r: sum(d["reason"] == r for d in dropped) for r in REASONS}
     hyg = {"dropped": dropped, "dropped_counts": dropped_counts, "merges": merges,
            "canonical_candidates": len(cands), "grounding": grounding, "pick": pick,
