@@ -480,6 +480,7 @@ def train(
             distributed.barrier(dist)
         summary = _finish(out, config, tracker, records, len(win), dist.main,
                           status="time limit" if timed_out else "done")
+        distributed.barrier(dist)  # no rank tears the group down while rank 0 still writes the final files
     except (_NonFinite, KeyboardInterrupt) as e:
         # the epochs finished so far stay a valid model folder; then one line says what happened
         shown.finish()
