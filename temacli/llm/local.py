@@ -64,6 +64,162 @@ def gguf_path() -> Path:
     raise TemacliError(f"package {PACKAGE} is installed but has no .gguf file; reinstall it with --no-deps")
 
 
+# ----------------------------------------------------------------------------- loading the GGUF
+# transformers' own GGUF loading (``from_pretrained(gguf_file=...)``) parses the file's metadata three
+# times (tokenizer, config, weights: about 12 s of the 27 s a load took) and holds every de-quantised
+# tensor in a dict beside the model it then fills, so a load peaks at twice the float32 model (about
+# 1 GB above ``import torch``). The loader below parses the metadata once per GGUF file and keeps the
+# tokenizer and config it yields in the cache directory (a few MB, keyed by the file's sha256), builds
+# the model without initialising its weights, and de-quantises the tensors one at a time straight into
+# the model's parameters, using transformers' own name map and tensor processor (so the weights are
+# bit-identical to transformers' loader: tests/test_llm_local_loader.py), the 49,152-row embedding in
+# slices of rows. Peak: the model plus one tensor (docs/tags.md#speed has the figures).
+
+
+def local_cache_dir(fingerprint: str) -> Path:
+    """``<temacli cache root>/local-model/<fingerprint>`` (the root of the response cache)."""
+    from temacli.llm.cache import default_cache_path
+
+    return default_cache_path().parent / "local-model" / fingerprint
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _tokenizer_and_config(path: Path):
+    """The GGUF file's tokenizer and model config, from the cache when this file was read before."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    cache = local_cache_dir(_file_sha256(path)[:16])
+    if (cache / "config.json").is_file() and (cache / "tokenizer.json").is_file():
+        try:
+            return AutoTokenizer.from_pretrained(cache), AutoConfig.from_pretrained(cache)
+        except Exception:  # a damaged cache entry: read the GGUF again and rewrite it
+            import shutil
+
+            shutil.rmtree(cache, ignore_errors=True)
+    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    cfg = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+    try:  # write beside, then rename: a reader never sees half an entry
+        import shutil
+        import tempfile
+
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache.parent))
+        tok.save_pretrained(tmp)
+        cfg.save_pretrained(tmp)
+        try:
+            os.replace(tmp, cache)
+        except OSError:  # another process wrote it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    except OSError:  # an unwritable cache only costs the next load its speed
+        pass
+    return tok, cfg
+
+
+_ROWS = 4096  # rows de-quantised at a time in a large tensor
+
+
+_LIBC: list = []  # the C library, looked up once
+
+
+def _trim_heap() -> None:
+    """glibc's ``malloc_trim(0)``: return the heap's freed pages to the system (a no-op without glibc)."""
+    if not _LIBC:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _LIBC.append(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim)
+        except (OSError, AttributeError):
+            _LIBC.append(None)
+    if _LIBC[0] is not None:
+        _LIBC[0](0)
+
+
+def _release_freed_memory() -> None:
+    """Hand the heap's freed pages back to the system (glibc's ``malloc_trim``; a no-op elsewhere): the
+    de-quantisation's temporaries are freed but glibc keeps them mapped, and they would count in the
+    process's resident size for the rest of the run."""
+    import gc
+
+    gc.collect()
+    _trim_heap()
+
+
+def load_streaming(path: Path):
+    """(tokenizer, float32 model) from a GGUF file, de-quantising one tensor at a time."""
+    import numpy as np
+    import torch
+    from gguf import GGUFReader, dequantize
+    from transformers import AutoModelForCausalLM
+    from transformers.modeling_gguf_pytorch_utils import (TENSOR_PROCESSORS, TensorProcessor,
+                                                          get_gguf_hf_weights_map)
+
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # transformers 4.x
+        from transformers.modeling_utils import no_init_weights
+
+    tok, cfg = _tokenizer_and_config(path)
+    with no_init_weights():
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    reader = GGUFReader(path)
+    field = reader.fields["general.architecture"]
+    arch = bytes(field.parts[field.data[0]]).decode()
+    del field
+    reader.fields.clear()  # ~160 MB of small arrays (the tokenizer's 49,152 tokens and merges), read already
+    import gc
+
+    gc.collect()
+    processor = TENSOR_PROCESSORS.get(arch, TensorProcessor)(config=cfg.to_dict())
+    names = get_gguf_hf_weights_map(model, processor)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    loaded: set[int] = set()  # ids of the parameters written
+    identity = type(processor) in (TensorProcessor, TENSOR_PROCESSORS.get("llama"))  # renames nothing
+    with torch.no_grad():
+        for tensor in reader.tensors:
+            data, kind = tensor.data, tensor.tensor_type
+            target = params.get(names.get(tensor.name, ""))
+            if (identity and target is not None and ".attn_q." not in tensor.name and ".attn_k." not in tensor.name
+                    and data.ndim == 2 and data.shape[0] == target.shape[0] > _ROWS):
+                # a large tensor the processor leaves as it is (the 49,152 x 576 embedding): de-quantised
+                # in slices of rows, so numpy's temporaries stay a few MB instead of several times 113 MB
+                for r in range(0, data.shape[0], _ROWS):
+                    part = dequantize(data[r:r + _ROWS], kind)
+                    target[r:r + _ROWS].copy_(torch.from_numpy(np.require(part, requirements=["C", "W"])))
+                loaded.add(id(target))
+                continue
+            result = processor.process(weights=dequantize(data, kind), name=tensor.name, tensor_key_mapping=names,
+                                       parsed_parameters={"tensors": {}, "config": cfg.to_dict()})
+            if result.name not in names:
+                continue
+            hf = names[result.name]
+            target = params.get(hf)
+            if target is None or tuple(target.shape) != tuple(result.weights.shape):
+                raise TemacliError(f"{path}: tensor {tensor.name} does not fit the model ({hf}); "
+                                   "set TEMACLI_LOCAL_LOADER=transformers to load it the slow way")
+            # "W": a writable array; copies only the file's read-only F32 views
+            target.copy_(torch.from_numpy(np.require(result.weights, requirements=["C", "W"])))
+            loaded.add(id(target))
+    del reader  # its memory map of the file
+    if getattr(cfg, "tie_word_embeddings", False):
+        model.tie_weights()
+    missing = [n for n, p in model.named_parameters() if id(p) not in loaded]  # tied parameters count once
+    if missing:
+        raise TemacliError(f"{path}: no weights for {', '.join(missing[:3])}; "
+                           "set TEMACLI_LOCAL_LOADER=transformers to load it the slow way")
+    _release_freed_memory()
+    return tok, model
+
+
 # ----------------------------------------------------------------------------- the model
 class LocalModel:
     """Tokenizer, model and per-token text masks, loaded once per process."""
@@ -86,8 +242,15 @@ class LocalModel:
         import io
 
         with contextlib.redirect_stderr(io.StringIO()):  # the GGUF reader's own tqdm bar
-            self.tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-            self.model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+            if os.environ.get("TEMACLI_LOCAL_LOADER") == "transformers":
+                # transformers' own GGUF path: the reference that tests compare the streaming loader with
+                self.tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+                self.model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                                  dtype=torch.float32)
+                self.loader = "transformers"
+            else:
+                self.tok, self.model = load_streaming(path)
+                self.loader = "streaming"
         self.model.eval()
         self.load_seconds = time.perf_counter() - t0
         self._setup_vocab(self.model.get_output_embeddings().weight.shape[0])
@@ -121,8 +284,18 @@ class LocalModel:
             from transformers import DynamicCache
 
             cache = DynamicCache(config=self.model.config)
-        out = self.model(input_ids=torch.tensor([ids], dtype=torch.long), cache=cache, use_cache=True)
-        return out.logits[0, -1], (getattr(out, "cache", None) or out.past_key_values)
+        hidden, cache = self._forward(cache, input_ids=torch.tensor([ids], dtype=torch.long))
+        return self._logits(hidden[0, -1]), cache
+
+    def _forward(self, cache, **inputs):
+        """The decoder stack without its vocabulary head: (last hidden states, the grown cache). The head
+        (576 x 49,152) is applied by :meth:`_logits` to the positions a caller reads only; on a
+        500-token prompt, logits at every position would be ~100 MB that nothing reads."""
+        out = self.model.model(**inputs, cache=cache, use_cache=True)
+        return out.last_hidden_state, (getattr(out, "cache", None) or out.past_key_values)
+
+    def _logits(self, hidden):
+        return self.model.lm_head(hidden)
 
     batched = True  # score_map values are decoded in one batch (see score_fields)
 
@@ -145,8 +318,8 @@ class LocalModel:
                 real[r, : len(k)] = 1
             mask = torch.cat([torch.ones((T, P), dtype=torch.long), real], dim=1)
             pos = P + torch.arange(L).expand(T, L)
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True)
-            logits = out.logits[torch.arange(T), lens - 1]
+            hidden, _ = self._forward(cache, input_ids=ids, attention_mask=mask, position_ids=pos)
+            logits = self._logits(hidden[torch.arange(T), lens - 1])
             next_pos = P + lens
             values: list[int | None] = [None] * T
             active = [True] * T
@@ -180,9 +353,9 @@ class LocalModel:
                 if not any(active) or _step == len(str(hi)) - 1:
                     break
                 mask = torch.cat([mask, col], dim=1)
-                out = self.model(input_ids=feed, attention_mask=mask, position_ids=next_pos.unsqueeze(1), cache=cache,
-                                 use_cache=True)
-                logits = out.logits[:, -1]
+                hidden, _ = self._forward(cache, input_ids=feed, attention_mask=mask,
+                                          position_ids=next_pos.unsqueeze(1))
+                logits = self._logits(hidden[:, -1])
                 next_pos = next_pos + col[:, 0]
             return [v if v is not None and v >= lo else max(lo, 0) for v in values]
         finally:
@@ -220,11 +393,17 @@ class LocalModel:
             try:
                 dec = _Decoder(self, self.prompt_ids(messages), max_new_tokens)
                 if schema is None:
-                    return dec.free_text()
-                dec.value(schema)
-                return dec.out_text()
+                    text = dec.free_text()
+                else:
+                    dec.value(schema)
+                    text = dec.out_text()
+                del dec  # and with it the request's key/value cache
+                return text
             finally:
                 torch.set_num_threads(before)
+                # hand the request's freed tensors back to the system (about 1 ms): with the worker
+                # threads' heaps keeping them, the resident size grew ~45 MB per request (docs/tags.md#speed)
+                _trim_heap()
 
 
 class _Decoder:
