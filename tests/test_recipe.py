@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 import tomllib
@@ -195,17 +196,24 @@ def test_help_lists_config_and_shows_flags_as_flags(run_cli):
 
 
 def test_shell_completion_is_installable_and_completes(tmp_path):
+    # typer finds the user's shell by walking the parent processes (shellingham), so run temacli from a bash
+    # as a user's terminal does; under CI the test runner's parent is no shell at all
     env = {**os.environ, "HOME": str(tmp_path), "SHELL": "/bin/bash"}
-    exe = [sys.executable, "-m", "temacli"]
-    r = subprocess.run([*exe, "--show-completion", "bash"], capture_output=True, text=True, env=env, timeout=60)
-    if r.returncode != 0:  # typer detects the shell itself when --show-completion takes no value
-        r = subprocess.run([*exe, "--show-completion"], capture_output=True, text=True, env=env, timeout=60)
+    exe = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "temacli"])
+
+    def in_bash(args, extra=None):
+        # "; exit $?" keeps bash alive as the parent (a lone command would be exec'd in its place)
+        return subprocess.run(["bash", "-c", f"{exe} {args}; exit $?"], capture_output=True, text=True,
+                              env={**env, **(extra or {})}, timeout=60)
+
+    r = in_bash("--show-completion")
     assert r.returncode == 0 and "complete" in r.stdout, r.stderr
-    r = subprocess.run([*exe, "--install-completion"], capture_output=True, text=True, env=env, timeout=60)
-    assert r.returncode == 0, r.stderr
+    r = in_bash("--install-completion")
+    assert r.returncode == 0, r.stdout + r.stderr
     assert (tmp_path / ".bash_completions").is_dir() and any((tmp_path / ".bash_completions").iterdir())
-    comp = {**env, "_TEMACLI_COMPLETE": "complete_bash", "COMP_WORDS": "temacli train --con", "COMP_CWORD": "2"}
-    r = subprocess.run([*exe], capture_output=True, text=True, env=comp, timeout=60)
+    assert ".bash_completions" in (tmp_path / ".bashrc").read_text()
+    comp = {"_TEMACLI_COMPLETE": "complete_bash", "COMP_WORDS": "temacli train --con", "COMP_CWORD": "2"}
+    r = in_bash("", comp)
     assert "--config" in r.stdout.split()
 
 

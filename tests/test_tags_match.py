@@ -338,7 +338,10 @@ def test_ctrl_c_exits_130_and_says_how_to_resume(ds, tmp_path):
         p = subprocess.Popen([sys.executable, "-m", "temacli", "tags", "match", "--items", str(items), "--tags",
                               str(tags), "--method", "llm", "--llm", "openai/scripted", "--api-base", s.url,
                               "--batch-items", "1", "--concurrency", "1", "--out", str(tmp_path / "o.parquet")],
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             # as from a terminal: a job started in the background (a CI runner, nohup, `&`)
+                             # inherits SIGINT ignored, and Python then keeps ignoring it
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.time() + 120
         while len(s.requests) < 3 and time.time() < deadline:
             time.sleep(0.2)
