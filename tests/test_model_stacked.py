@@ -186,6 +186,39 @@ def test_chunked_logsumexp_matches_the_plain_one(monkeypatch):
     torch.testing.assert_close(cR, gR)
 
 
+@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("lead", [(), (3,)], ids=["rows", "stacked"])
+def test_sampled_logsumexp_equals_the_masked_plain_one(amp, lead, monkeypatch):
+    """Blockwise masked logsumexp over shared negatives: the same value and gradients as the plain
+    product -> fp32 -> mask -> logsumexp that autograd differentiates, in fp32 and under bf16 autocast,
+    with several row blocks and a row whose every negative is left out (its value -inf, no gradient)."""
+    from temacli.model.layers import sampled_logsumexp
+
+    g = torch.Generator().manual_seed(0)
+    P, K, q = 41, 30, 8
+    H = torch.randn(*lead, P, q, generator=g, requires_grad=True)
+    N = torch.randn(K, q, generator=g, requires_grad=True)
+    hits = torch.rand(P, K, generator=g) < 0.1
+    hits[3] = True
+    w = torch.randn(*lead, P, generator=g)
+
+    def run(fn):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            out = fn()
+        finite = torch.isfinite(out)
+        return out, torch.autograd.grad((out.masked_fill(~finite, 0) * w).sum(), (H, N))
+
+    plain, (pH, pN) = run(lambda: torch.logsumexp((H @ N.T).float().masked_fill(hits, float("-inf")), -1))
+    monkeypatch.setattr(layers, "SAMPLED_CHUNK_BYTES", 4 * K * 7)  # 7 rows per block: 6 blocks per row set
+    fast, (fH, fN) = run(lambda: sampled_logsumexp(H, N, hits))
+    assert fast.dtype == torch.float32 and fast.shape == plain.shape
+    assert torch.isneginf(fast[..., 3]).all()
+    torch.testing.assert_close(fast, plain, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(fH, pH, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fN, pN, rtol=1e-5, atol=1e-6)
+    assert torch.all(fH[..., 3, :] == 0)
+
+
 @pytest.mark.parametrize("kind", ["tema", "sasrec"])
 def test_full_softmax_loss_and_gradients_do_not_change_when_chunked(kind, monkeypatch):
     from temacli.model.baselines import BaselineConfig, build_baseline

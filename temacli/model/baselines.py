@@ -20,7 +20,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from temacli.model.layers import Dropout, Encoder, Recommender, compact_right, logsumexp_matmul, positions_from_start
+from temacli.model.layers import (
+    Dropout, Encoder, Recommender, compact_right, logsumexp_matmul, positions_from_start, sampled_logsumexp,
+)
 
 BASELINES = ("sasrec", "gru4rec")
 
@@ -75,9 +77,8 @@ class _DotModel(Recommender):
             if negatives is None:
                 lse.append(logsumexp_matmul(hd, self.E.weight[self.domain_slice(d)]))  # chunked when large
             else:  # target + shared negatives; a negative equal to the target is left out
-                logits = (hd @ self.E(negatives[d]).T).float()
                 hit = negatives[d][None, :] == tgt[part][:, None]
-                lse_neg = torch.logsumexp(logits.masked_fill_(hit, float("-inf")), dim=-1)  # in place: a fresh product
+                lse_neg = sampled_logsumexp(hd, self.E(negatives[d]), hit)
                 lse.append(torch.logaddexp(lse_neg, t_logit[part]))
         return (torch.cat(lse) - t_logit).sum(), int(keep.numel())
 

@@ -339,6 +339,71 @@ def logsumexp_matmul(H: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
         return _ChunkedLSE.apply(H, R, chunk, dtype)
 
 
+SAMPLED_CHUNK_BYTES = 2**20  # fp32 logits per row block of sampled_logsumexp: about one core's L2 cache
+
+
+class _SampledLSE(torch.autograd.Function):
+    """logsumexp over the columns of ``H @ N^T`` with ``hits`` left out (see :func:`sampled_logsumexp`).
+
+    The product is one large matrix product (bf16 under autocast); the elementwise work that follows
+    it (mask, fp32 conversion, max, exp, sum and, backward, the softmax times the gradient) runs on
+    blocks of rows small enough to stay in cache, instead of a handful of passes over the whole
+    logit matrix in memory. Only the (masked) product is kept for the backward pass, in the product's
+    precision (bf16 under autocast: half the memory of the fp32 logits autograd kept before).
+    """
+
+    @staticmethod
+    def forward(ctx, H, N, hits, dtype):
+        S, P, q = H.shape
+        Hc, Nc = H.reshape(S * P, q).to(dtype), N.to(dtype)
+        L = Hc @ Nc.T  # (S*P, K)
+        out = torch.empty(S * P, device=H.device, dtype=torch.float32)
+        rows = max(1, SAMPLED_CHUNK_BYTES // (4 * max(N.shape[0], 1)))
+        for s in range(S):
+            for c in chunks(P, rows):
+                r = slice(s * P + c.start, s * P + c.stop)
+                Lc = L[r]
+                Lc.masked_fill_(hits[c], float("-inf"))
+                out[r] = torch.logsumexp(Lc.float(), dim=-1)
+        ctx.save_for_backward(Hc, Nc, L, out)
+        ctx.shape, ctx.rows, ctx.dtypes = (S, P), rows, (H.dtype, N.dtype)
+        return out.view(S, P)
+
+    @staticmethod
+    def backward(ctx, g):
+        Hc, Nc, L, lse = ctx.saved_tensors
+        S, P = ctx.shape
+        g = g.reshape(-1).float()
+        safe = lse.masked_fill(torch.isinf(lse), 0.0)  # a row with every column left out has no gradient
+        G = torch.empty_like(L)
+        for s in range(S):
+            for c in chunks(P, ctx.rows):
+                r = slice(s * P + c.start, s * P + c.stop)
+                p = L[r].float().sub_(safe[r, None]).exp_().mul_(g[r, None])  # softmax * grad; 0 where left out
+                G[r] = p
+        gH = (G @ Nc).view(S, P, -1)
+        gN = G.T @ Hc
+        return gH.to(ctx.dtypes[0]), gN.to(ctx.dtypes[1]), None, None
+
+
+def sampled_logsumexp(H: torch.Tensor, N: torch.Tensor, hits: torch.Tensor) -> torch.Tensor:
+    """``logsumexp(H @ N^T)`` over the columns that ``hits`` does not mark, in fp32.
+
+    H (S, P, q) or (P, q) user vectors, N (K, q) shared negatives, hits (P, K) True where a negative
+    is the row's own target (left out). Same value and gradients as
+    ``torch.logsumexp((H @ N.T).float().masked_fill(hits, -inf), -1)`` (a test), with the
+    elementwise work done block by block (:class:`_SampledLSE`). The product runs in the autocast
+    precision when autocast is on (bf16 on CPU), else in the inputs' precision.
+    """
+    flat = H.dim() == 2
+    H3 = H[None] if flat else H
+    dev = H.device.type
+    dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else torch.promote_types(H.dtype, N.dtype)
+    with torch.autocast(dev, enabled=False):
+        out = _SampledLSE.apply(H3, N, hits, dtype)
+    return out[0] if flat else out
+
+
 def positions_from_start(valid: torch.Tensor) -> torch.Tensor:
     """Position of each real item counted from the row's first real item (0-based); 0 on padding."""
     return (valid.long().cumsum(1) - 1).clamp(min=0)

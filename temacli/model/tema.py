@@ -45,7 +45,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from temacli.model.layers import (
-    Recommender, StackedEncoder, chunks, compact_right, logsumexp_matmul, positions_from_start, stack_encoder_states,
+    Recommender, StackedEncoder, chunks, compact_right, logsumexp_matmul, positions_from_start, sampled_logsumexp,
+    stack_encoder_states,
 )
 
 STREAMS = ("id", "img", "tex", "tag")
@@ -334,8 +335,7 @@ class TEMA(Recommender):
                 if local_neg is None:  # full softmax over the domain (chunked when the logits are large)
                     lse.append(logsumexp_matmul(Hd.reshape(-1, Hd.shape[-1]), R[self.domain_slice(d)]).view(Hd.shape[:2]))
                 else:  # target + shared negatives; a negative equal to the target is left out
-                    logits = (Hd @ F.embedding(local_neg[d], R).T).float()
-                    lse_neg = torch.logsumexp(logits.masked_fill_(hits[d], float("-inf")), dim=-1)  # in place: a fresh product
+                    lse_neg = sampled_logsumexp(Hd, F.embedding(local_neg[d], R), hits[d])
                     lse.append(torch.logaddexp(lse_neg, t_logit[:, part]))
             logp.append(t_logit - torch.cat(lse, dim=1))
         log_ps = torch.logsumexp(torch.stack(logp) + self.log_w[:, None, None], dim=0)  # (S, P): Eq. 13
