@@ -323,8 +323,10 @@ class TEMA(Recommender):
         if local_neg is not None:
             hits = {d: local_neg[d][None, :] == local_tgt[part][:, None] for d, part in parts}
         logp = []  # per stream: (S, P) log P^s_m(target)
-        for j, m in enumerate(self.streams):
-            H = h[:, j] * inv_tau  # (S, P, q), scaled by 1/tau once here rather than on every logit
+        # unbind, not h[:, j]: its backward is one stack of the streams' gradients, where indexing would
+        # zero-fill a full-size gradient per stream and add them up
+        for j, (m, H) in enumerate(zip(self.streams, h.unbind(1))):
+            H = H * inv_tau  # (S, P, q), scaled by 1/tau once here rather than on every logit
             R = F.normalize(reps[m], dim=-1)
             t_logit = (H * F.embedding(local_tgt, R)).sum(-1)
             lse = []
