@@ -209,7 +209,7 @@ def test_sampled_logsumexp_equals_the_masked_plain_one(amp, lead, monkeypatch):
         return out, torch.autograd.grad((out.masked_fill(~finite, 0) * w).sum(), (H, N))
 
     plain, (pH, pN) = run(lambda: torch.logsumexp((H @ N.T).float().masked_fill(hits, float("-inf")), -1))
-    monkeypatch.setattr(layers, "SAMPLED_CHUNK_BYTES", 4 * K * 7)  # 7 rows per block: 6 blocks per row set
+    monkeypatch.setattr(layers, "SAMPLED_CHUNK_BYTES", 4 * K * 7)  # blocks of 7 (rows) or 2 (stacked) targets
     fast, (fH, fN) = run(lambda: sampled_logsumexp(H, N, hits))
     assert fast.dtype == torch.float32 and fast.shape == plain.shape
     assert torch.isneginf(fast[..., 3]).all()

@@ -320,6 +320,12 @@ class _ChunkedLSE(torch.autograd.Function):
         return gH.to(H.dtype), gR.to(R.dtype), None, None
 
 
+def _product_dtype(A: torch.Tensor, B: torch.Tensor) -> torch.dtype:
+    """The precision ``A @ B.T`` runs in here: autocast's when it is on (bf16 on CPU), else the inputs'."""
+    dev = A.device.type
+    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else torch.promote_types(A.dtype, B.dtype)
+
+
 LSE_CHUNK_BYTES = 64 * 2**20  # logit blocks above this are computed in chunks (see logsumexp_matmul)
 
 
@@ -333,7 +339,7 @@ def logsumexp_matmul(H: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
     if H.shape[0] * R.shape[0] * 4 <= LSE_CHUNK_BYTES:
         return torch.logsumexp((H @ R.T).float(), dim=-1)
     dev = H.device.type
-    dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else torch.promote_types(H.dtype, R.dtype)
+    dtype = _product_dtype(H, R)
     chunk = max(1, LSE_CHUNK_BYTES // (4 * R.shape[0]))
     with torch.autocast(dev, enabled=False):
         return _ChunkedLSE.apply(H, R, chunk, dtype)
@@ -356,31 +362,27 @@ class _SampledLSE(torch.autograd.Function):
     def forward(ctx, H, N, hits, dtype):
         S, P, q = H.shape
         Hc, Nc = H.reshape(S * P, q).to(dtype), N.to(dtype)
-        L = Hc @ Nc.T  # (S*P, K)
-        out = torch.empty(S * P, device=H.device, dtype=torch.float32)
-        rows = max(1, SAMPLED_CHUNK_BYTES // (4 * max(N.shape[0], 1)))
-        for s in range(S):
-            for c in chunks(P, rows):
-                r = slice(s * P + c.start, s * P + c.stop)
-                Lc = L[r]
-                Lc.masked_fill_(hits[c], float("-inf"))
-                out[r] = torch.logsumexp(Lc.float(), dim=-1)
+        L = Hc @ Nc.T  # (S*P, K), viewed as (S, P, K) below: one block holds some targets of every sequence
+        out = torch.empty(S, P, device=H.device, dtype=torch.float32)
+        rows = max(1, SAMPLED_CHUNK_BYTES // (4 * S * max(N.shape[0], 1)))
+        L3 = L.view(S, P, -1)
+        for c in chunks(P, rows):
+            Lc = L3[:, c].masked_fill_(hits[c], float("-inf"))
+            out[:, c] = torch.logsumexp(Lc.float(), dim=-1)
         ctx.save_for_backward(Hc, Nc, L, out)
-        ctx.shape, ctx.rows, ctx.dtypes = (S, P), rows, (H.dtype, N.dtype)
-        return out.view(S, P)
+        ctx.rows, ctx.dtypes = rows, (H.dtype, N.dtype)
+        return out
 
     @staticmethod
     def backward(ctx, g):
         Hc, Nc, L, lse = ctx.saved_tensors
-        S, P = ctx.shape
-        g = g.reshape(-1).float()
+        S, P = lse.shape
         safe = lse.masked_fill(torch.isinf(lse), 0.0)  # a row with every column left out has no gradient
+        g = g.float()
         G = torch.empty_like(L)
-        for s in range(S):
-            for c in chunks(P, ctx.rows):
-                r = slice(s * P + c.start, s * P + c.stop)
-                p = L[r].float().sub_(safe[r, None]).exp_().mul_(g[r, None])  # softmax * grad; 0 where left out
-                G[r] = p
+        L3, G3 = L.view(S, P, -1), G.view(S, P, -1)
+        for c in chunks(P, ctx.rows):  # softmax * grad, block by block; 0 where left out (-inf)
+            G3[:, c] = L3[:, c].float().sub_(safe[:, c, None]).exp_().mul_(g[:, c, None])
         gH = (G @ Nc).view(S, P, -1)
         gN = G.T @ Hc
         return gH.to(ctx.dtypes[0]), gN.to(ctx.dtypes[1]), None, None
@@ -398,7 +400,7 @@ def sampled_logsumexp(H: torch.Tensor, N: torch.Tensor, hits: torch.Tensor) -> t
     flat = H.dim() == 2
     H3 = H[None] if flat else H
     dev = H.device.type
-    dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else torch.promote_types(H.dtype, N.dtype)
+    dtype = _product_dtype(H, N)
     with torch.autocast(dev, enabled=False):
         out = _SampledLSE.apply(H3, N, hits, dtype)
     return out[0] if flat else out
